@@ -1,0 +1,102 @@
+"""Auth and current-user routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from app.auth.dependencies import AuthServiceDep, CurrentPrincipal
+from app.auth.schemas import LoginJSON, RefreshRequest, TokenPair, UserCreate, UserMe, UserRead
+from app.core.errors import error_responses
+
+router = APIRouter(prefix="/auth", tags=["Auth"])
+users_router = APIRouter(prefix="/users", tags=["Users"])
+
+_LOGIN_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "username": {"type": "string", "description": "Your email."},
+                        "password": {"type": "string", "format": "password"},
+                    },
+                },
+                "example": {"username": "user@example.com", "password": "password123"},
+            },
+            "application/json": {
+                "schema": LoginJSON.model_json_schema(),
+                "example": {"email": "user@example.com", "password": "password123"},
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=error_responses(409, 422),
+)
+async def register(body: UserCreate, auth: AuthServiceDep) -> Any:
+    """Create an account (and its personal workspace). Passwords are 8..128 characters."""
+    return await auth.register(body.email, body.password)
+
+
+async def _login_credentials(request: Request) -> LoginJSON:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/json":
+            return LoginJSON.model_validate_json(await request.body())
+        form = await request.form()
+        return LoginJSON.model_validate(
+            {"email": form.get("username"), "password": form.get("password")}
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+
+
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    openapi_extra=_LOGIN_BODY,
+    responses=error_responses(401, 422),
+)
+async def login(request: Request, auth: AuthServiceDep) -> TokenPair:
+    """Exchange email and password (OAuth2 form `username`/`password`, or JSON) for tokens."""
+    credentials = await _login_credentials(request)
+    return await auth.login(credentials.email, credentials.password)
+
+
+@router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 422))
+async def refresh(body: RefreshRequest, auth: AuthServiceDep) -> TokenPair:
+    """Rotate a refresh token: returns a new pair; the old refresh token stops working."""
+    return await auth.refresh(body.refresh_token)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(422))
+async def logout(body: RefreshRequest, auth: AuthServiceDep) -> Response:
+    """Revoke a refresh token and every token rotated from the same login."""
+    await auth.logout(body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users_router.get("/me", response_model=UserMe, responses=error_responses(401))
+async def read_me(principal: CurrentPrincipal) -> UserMe:
+    """The authenticated user."""
+    return UserMe(
+        id=principal.user_id,
+        email=principal.email,
+        created_at=principal.created_at,
+        workspace_id=principal.workspace_id,
+        role=principal.role,
+    )

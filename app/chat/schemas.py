@@ -1,0 +1,115 @@
+"""Chat, session and message bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.models import ChatMessage
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": "0b6f1c2e-6a8e-4f0e-9b1e-2f1f0c9a7d11",
+                    "message": "What is machine learning?",
+                }
+            ]
+        }
+    )
+
+    project_id: uuid.UUID
+    message: str = Field(
+        min_length=1, description="1..MAX_MESSAGE_CHARS characters (4000 by default)."
+    )
+    session_id: uuid.UUID | None = Field(
+        default=None, description="Continue this session; omit to start a new one."
+    )
+
+
+class UsageRead(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageError(BaseModel):
+    code: str
+    message: str
+
+
+class MessageRead(BaseModel):
+    id: uuid.UUID
+    chat_session_id: uuid.UUID
+    role: Literal["user", "assistant"]
+    content: str
+    timestamp: datetime
+    status: Literal["pending", "complete", "incomplete", "failed"] = Field(
+        description="`complete`, `failed` (see `error`), `incomplete` (stopped part-way) or "
+        "`pending` (being generated)."
+    )
+    provider: str | None = None
+    model: str | None = None
+    usage: UsageRead | None = None
+    latency_ms: int | None = Field(default=None, description="Time the LLM took to answer.")
+    finish_reason: str | None = None
+    error: MessageError | None = None
+
+    @classmethod
+    def from_model(cls, message: ChatMessage) -> MessageRead:
+        usage = None
+        if message.total_tokens is not None:
+            usage = UsageRead(
+                prompt_tokens=message.prompt_tokens or 0,
+                completion_tokens=message.completion_tokens or 0,
+                total_tokens=message.total_tokens,
+            )
+        error = None
+        if message.error_code:
+            error = MessageError(code=message.error_code, message=message.error_message or "")
+        return cls(
+            id=message.id,
+            chat_session_id=message.chat_session_id,
+            role=message.role,
+            content=message.content,
+            timestamp=message.created_at,
+            status=message.status,
+            provider=message.provider,
+            model=message.model,
+            usage=usage,
+            latency_ms=message.latency_ms,
+            finish_reason=message.finish_reason,
+            error=error,
+        )
+
+
+class ChatResponse(BaseModel):
+    session_id: uuid.UUID
+    message: MessageRead = Field(description="Your message, as stored.")
+    assistant_message: MessageRead = Field(description="The reply, as stored.")
+    usage: UsageRead | None = Field(description="Tokens used by this turn, when reported.")
+
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class SessionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"title": "Orders"}]})
+
+    title: Title
+
+
+class SessionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    title: str | None
+    message_count: int
+    created_at: datetime
+    last_activity_at: datetime

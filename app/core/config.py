@@ -1,0 +1,147 @@
+"""The one settings object, read from the environment and `.env`. Nothing is built at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "change-me-in-production"  # noqa: S105 - the documented development default
+
+# Providers that speak the OpenAI chat-completions API, with their public base URLs.
+PROVIDER_BASE_URLS: dict[str, str] = {
+    "groq": "https://api.groq.com/openai/v1",
+    "openai": "https://api.openai.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+}
+PROVIDER_DEFAULT_MODELS: dict[str, str] = {
+    "groq": "llama-3.3-70b-versatile",
+    "openai": "gpt-4o-mini",
+    "openrouter": "openai/gpt-4o-mini",
+    "echo": "echo",
+}
+LLMProviderName = Literal["groq", "openai", "openrouter", "echo"]
+KNOWN_PROVIDERS: tuple[str, ...] = ("groq", "openai", "openrouter", "echo")
+ALLOWED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+class Settings(BaseSettings):
+    """Deployment configuration. Every field is documented in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    ENVIRONMENT: Literal["development", "production"] = "development"
+    DEBUG: bool = False
+    DATABASE_URL: str = "sqlite+aiosqlite:///./chatbot.db"
+    DATABASE_POOL_SIZE: int = Field(default=10, ge=1, le=200)
+    DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0, le=200)
+
+    SECRET_KEY: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    ALGORITHM: str = "HS256"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=30, ge=1, le=24 * 60)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=30, ge=1, le=365)
+    JWT_ISSUER: str = "chatbot-platform"
+    JWT_AUDIENCE: str = "chatbot-platform-api"
+
+    LLM_PROVIDER: LLMProviderName | None = None
+    LLM_BASE_URL: str | None = None
+    LLM_MODEL: str | None = None
+    LLM_TEMPERATURE: float = Field(default=0.7, ge=0.0, le=2.0)
+    LLM_MAX_TOKENS: int = Field(default=1000, ge=1, le=32768)
+    LLM_TIMEOUT: float = Field(default=30.0, gt=0, le=600)
+    GROQ_API_KEY: SecretStr | None = None
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENROUTER_API_KEY: SecretStr | None = None
+    OPENROUTER_SITE_URL: str | None = None
+    OPENROUTER_APP_NAME: str = "Chatbot Platform"
+
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    REDIS_URL: str | None = None
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
+    MAX_MESSAGE_CHARS: int = Field(default=4000, ge=1, le=200_000)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("LLM_PROVIDER", "LLM_BASE_URL", "LLM_MODEL", "REDIS_URL", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("GROQ_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ALGORITHM")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in ALLOWED_JWT_ALGORITHMS:
+            raise ValueError(f"ALGORITHM must be one of {', '.join(ALLOWED_JWT_ALGORITHMS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_deployment(self) -> Settings:
+        provider = self.LLM_PROVIDER
+        if (
+            provider
+            and provider != "echo"
+            and self.api_key_for(provider) is None
+            and not self.LLM_BASE_URL
+        ):
+            raise ValueError(
+                f"LLM_PROVIDER={provider} needs {provider.upper()}_API_KEY (or LLM_BASE_URL "
+                "for a keyless OpenAI-compatible server such as Ollama)"
+            )
+        if self.ENVIRONMENT == "production":
+            if self.SECRET_KEY.get_secret_value() == DEFAULT_SECRET_KEY:
+                raise ValueError("ENVIRONMENT=production refuses the default SECRET_KEY")
+            if len(self.SECRET_KEY.get_secret_value()) < 32:
+                raise ValueError("ENVIRONMENT=production needs a SECRET_KEY of 32+ characters")
+            if self.default_provider == "echo":
+                raise ValueError(
+                    "ENVIRONMENT=production needs a real LLM provider: set LLM_PROVIDER and its "
+                    "API key (GROQ_API_KEY, OPENAI_API_KEY or OPENROUTER_API_KEY)"
+                )
+        return self
+
+    def api_key_for(self, provider: str) -> SecretStr | None:
+        keys = {
+            "groq": self.GROQ_API_KEY,
+            "openai": self.OPENAI_API_KEY,
+            "openrouter": self.OPENROUTER_API_KEY,
+        }
+        return keys.get(provider)
+
+    @property
+    def default_provider(self) -> str:
+        """LLM_PROVIDER if set, else the first provider with a key, else `echo`."""
+        if self.LLM_PROVIDER:
+            return self.LLM_PROVIDER
+        for name in ("groq", "openai", "openrouter"):
+            if self.api_key_for(name) is not None:
+                return name
+        return "echo"
+
+    @property
+    def default_model(self) -> str:
+        return self.LLM_MODEL or PROVIDER_DEFAULT_MODELS[self.default_provider]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return Settings()

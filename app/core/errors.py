@@ -1,0 +1,221 @@
+"""One error tree and one error shape: `{"error": {"code", "message", "details"?}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.logging import REQUEST_ID_HEADER, request_id_var
+
+logger = logging.getLogger("app.errors")
+
+
+class AppError(Exception):
+    """Base of every error the API reports on purpose. `code` is stable; clients switch on it."""
+
+    status_code = 400
+    code = "bad_request"
+    message = "The request could not be processed."
+    # Commit the request's writes even though it fails (e.g. revoking a reused token family).
+    keep_writes = False
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    code = "not_found"
+    message = "The resource was not found."
+
+
+class ConflictError(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class UnauthorizedError(AppError):
+    status_code = 401
+    code = "unauthorized"
+    message = "Missing or invalid credentials."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ValidationFailedError(AppError):
+    status_code = 422
+    code = "validation_error"
+    message = "The request is invalid."
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    code = "rate_limited"
+    message = "Too many requests."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=code, details=details, headers={"Retry-After": str(retry_after)}
+        )
+
+
+class UpstreamError(AppError):
+    """The LLM upstream failed: 502 bad reply, 503 unavailable, 504 timed out, 429 limited."""
+
+    status_code = 502
+    code = "llm_upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, details=details, headers=headers)
+        self.status_code = status_code
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error response."""
+
+    error: ErrorBody
+
+
+def _error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    all_headers = dict(headers or {})
+    request_id = request_id_var.get()
+    if request_id:
+        all_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse({"error": body}, status_code=status_code, headers=all_headers)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "The request could not be processed."),
+    401: ("unauthorized", "Missing or invalid credentials."),
+    403: ("forbidden", "You may not do this."),
+    404: ("not_found", "The resource was not found."),
+    405: ("method_not_allowed", "This method is not allowed on this path."),
+    406: ("not_acceptable", "The requested representation is not available."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "The request's content type is not supported."),
+}
+
+
+async def _app_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)  # noqa: S101 - registered for AppError only
+    return _error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    code, default_message = _HTTP_CODES.get(exc.status_code, ("http_error", "Request failed."))
+    message = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else None
+    return _error_response(
+        exc.status_code, code, message or default_message, headers=dict(exc.headers or {})
+    )
+
+
+def _jsonable_error(error: dict[str, Any]) -> dict[str, Any]:
+    loc = [part for part in error.get("loc", ()) if part != "body"]
+    return {
+        "field": ".".join(str(part) for part in loc) or None,
+        "message": str(error.get("msg", "Invalid value")),
+        "type": str(error.get("type", "value_error")),
+    }
+
+
+async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    details = [_jsonable_error(dict(error)) for error in exc.errors()]
+    if any(d["type"] == "json_invalid" for d in details):
+        message = "The request body is not valid JSON."
+    else:
+        message = "The request is invalid: " + "; ".join(
+            f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:5]
+        )
+    return _error_response(422, "validation_error", message, details)
+
+
+async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error(
+        "unhandled error on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc_info=exc,
+    )
+    return _error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(Exception, _unhandled_error_handler)
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries declaring the error shape for the given status codes."""
+    descriptions = {
+        401: "Missing, invalid or expired credentials.",
+        404: "Not found (or owned by another workspace).",
+        409: "Conflict.",
+        413: "Request body too large.",
+        422: "Validation error.",
+        429: "Rate limited.",
+        502: "The LLM upstream failed.",
+        503: "The LLM upstream is unavailable or not configured.",
+        504: "The LLM upstream timed out.",
+    }
+    return {
+        code: {"model": ErrorResponse, "description": descriptions.get(code, "Error.")}
+        for code in status_codes
+    }

@@ -1,0 +1,119 @@
+"""The application factory. Run with `uvicorn --factory app.main:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import __version__
+from app.auth.router import router as auth_router
+from app.auth.router import users_router
+from app.chat.router import chat_router, sessions_router
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import register_error_handlers
+from app.core.logging import RequestContextMiddleware, configure_logging
+from app.core.middleware import BodySizeLimitMiddleware
+from app.health.router import router as health_router
+from app.llm.registry import build_registry
+from app.projects.router import router as projects_router
+from app.prompts.router import router as prompts_router
+
+logger = logging.getLogger("app")
+
+DESCRIPTION = """
+A stateless, multi-tenant chatbot API. Register, create a **project** (a chatbot agent) with
+**system prompts**, and chat with it through persistent **sessions**.
+
+Authenticate with `POST /auth/login` (the **Authorize** button above does it for you), then send
+`Authorization: Bearer <access_token>`. Every error has the shape
+`{"error": {"code": "...", "message": "...", "details": [...]}}`.
+"""
+
+TAGS = [
+    {"name": "Auth", "description": "Accounts and tokens."},
+    {"name": "Users", "description": "The current user."},
+    {"name": "Projects", "description": "Chatbot agents and their LLM settings."},
+    {"name": "Prompts", "description": "A project's system prompts."},
+    {"name": "Chat", "description": "Talk to a project's agent."},
+    {"name": "Sessions", "description": "Conversations and their messages."},
+    {"name": "Health", "description": "Liveness and readiness probes."},
+]
+
+
+def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        http_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=10.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.http_client = http_client
+        app.state.llm_registry = registry = build_registry(settings, http_client)
+        logger.info(
+            "started environment=%s database=%s llm_provider=%s llm_model=%s",
+            settings.ENVIRONMENT,
+            engine.dialect.name,
+            registry.default_name,
+            registry.default_model,
+        )
+        if registry.default_name == "echo":
+            logger.warning(
+                "no LLM API key configured: the built-in echo provider is answering chats"
+            )
+        if settings.ENVIRONMENT == "production" and settings.is_sqlite:
+            logger.warning("running in production on SQLite; use Postgres (DATABASE_URL)")
+        try:
+            yield
+        finally:
+            await http_client.aclose()
+            await engine.dispose()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings are read from the environment unless given."""
+    settings = settings or get_settings()
+    configure_logging(settings.LOG_LEVEL)
+    app = FastAPI(
+        title="Chatbot Platform",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        debug=False,
+        lifespan=_lifespan(settings),
+    )
+    register_error_handlers(app)
+    for router in (
+        health_router,
+        auth_router,
+        users_router,
+        projects_router,
+        prompts_router,
+        chat_router,
+        sessions_router,
+    ):
+        app.include_router(router)
+    # Added innermost first: the request-context middleware wraps everything.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_credentials="*" not in settings.CORS_ORIGINS,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,75 @@
+"""Chat sessions and their messages."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.types import utcnow
+from app.models.base import Base, UUIDPrimaryKey, WorkspaceScoped
+
+
+class MessageRole(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(enum.StrEnum):
+    PENDING = "pending"  # the reply is being generated
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"  # the reply stopped part-way; what arrived is kept
+    FAILED = "failed"  # the LLM call failed; see error_code / error_message
+
+
+class ChatSession(UUIDPrimaryKey, WorkspaceScoped, Base):
+    __tablename__ = "chat_sessions"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    title: Mapped[str | None] = mapped_column(String(200))
+    # Also the source of each message's `seq`: incremented atomically per new message.
+    message_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index(
+            "ix_chat_sessions_workspace_id_project_id_last_activity_at",
+            "workspace_id",
+            "project_id",
+            "last_activity_at",
+        ),
+        Index("ix_chat_sessions_project_id", "project_id"),
+    )
+
+
+class ChatMessage(UUIDPrimaryKey, WorkspaceScoped, Base):
+    __tablename__ = "chat_messages"
+
+    chat_session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("chat_sessions.id", ondelete="CASCADE")
+    )
+    # Position in the session (1, 2, ...): the order of history and of message pagination.
+    seq: Mapped[int]
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default=MessageStatus.COMPLETE)
+    provider: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(200))
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    total_tokens: Mapped[int | None]
+    latency_ms: Mapped[int | None]
+    finish_reason: Mapped[str | None] = mapped_column(String(50))
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("chat_session_id", "seq", name="uq_chat_messages_chat_session_id_seq"),
+        Index("ix_chat_messages_workspace_id_chat_session_id", "workspace_id", "chat_session_id"),
+    )

@@ -1,0 +1,42 @@
+"""Projects (chatbot agents) and their system prompts."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, Timestamps, UUIDPrimaryKey, WorkspaceScoped
+
+
+class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Null LLM settings mean "the deployment's default".
+    provider: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(200))
+    temperature: Mapped[float | None]
+    max_tokens: Mapped[int | None]
+    history_window: Mapped[int] = mapped_column(default=20)
+
+    __table_args__ = (Index("ix_projects_workspace_id_created_at", "workspace_id", "created_at"),)
+
+
+class Prompt(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
+    __tablename__ = "prompts"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(default=0)
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+    __table_args__ = (
+        Index(
+            "ix_prompts_workspace_id_project_id_position", "workspace_id", "project_id", "position"
+        ),
+        Index("ix_prompts_project_id", "project_id"),
+    )

@@ -1,0 +1,70 @@
+"""Project request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.core.config import LLMProviderName
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+MaxTokens = Annotated[int, Field(ge=1, le=32768)]
+HistoryWindow = Annotated[int, Field(ge=0, le=200)]
+
+_PROVIDER_DOC = "LLM provider; null means the deployment's default (`/health` shows which)."
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "My Chatbot", "description": "A helpful assistant"}]
+        },
+    )
+
+    name: Name
+    description: Description | None = None
+    provider: LLMProviderName | None = Field(default=None, description=_PROVIDER_DOC)
+    model: ModelName | None = Field(default=None, description="Null: the provider's default.")
+    temperature: Temperature | None = Field(default=None, description="0..2; null: default.")
+    max_tokens: MaxTokens | None = Field(default=None, description="1..32768; null: default.")
+    history_window: HistoryWindow = Field(
+        default=20, description="How many stored messages each turn sends as context (0..200)."
+    )
+
+
+class ProjectUpdate(BaseModel):
+    """Only the fields sent are changed; send null to reset an LLM setting to the default."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"temperature": 0.2, "model": None}]}
+    )
+
+    name: Name | None = None
+    description: Description | None = None
+    provider: LLMProviderName | None = Field(default=None, description=_PROVIDER_DOC)
+    model: ModelName | None = None
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    history_window: HistoryWindow | None = None
+
+
+class ProjectRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    provider: str | None
+    model: str | None
+    temperature: float | None
+    max_tokens: int | None
+    history_window: int
+    created_at: datetime
+    updated_at: datetime
