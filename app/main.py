@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
@@ -46,13 +46,16 @@ TAGS = [
 ]
 
 
-def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+def _lifespan(
+    settings: Settings, llm_transport: httpx.AsyncBaseTransport | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=10.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=llm_transport,
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -81,8 +84,11 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
     return lifespan
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Settings are read from the environment unless given."""
+def create_app(
+    settings: Settings | None = None, *, llm_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the app. Settings are read from the environment unless given; `llm_transport`
+    replaces the network under the shared LLM HTTP client (tests point it at a fake upstream)."""
     settings = settings or get_settings()
     configure_logging(settings.LOG_LEVEL)
     app = FastAPI(
@@ -91,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         debug=False,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, llm_transport),
     )
     register_error_handlers(app)
     for router in (

@@ -1,0 +1,75 @@
+"""Plain factory functions that build data through the API, as a user would."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "password123"
+
+
+@dataclass
+class Account:
+    email: str
+    user_id: str
+    headers: dict[str, str]
+    refresh_token: str
+
+
+async def register(client: httpx.AsyncClient, email: str | None = None) -> dict[str, Any]:
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    response = await client.post("/auth/register", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = await client.post("/auth/login", data={"username": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def account(client: httpx.AsyncClient, email: str | None = None) -> Account:
+    user = await register(client, email)
+    tokens = await login(client, user["email"])
+    return Account(
+        email=user["email"],
+        user_id=user["id"],
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        refresh_token=tokens["refresh_token"],
+    )
+
+
+async def create_project(
+    client: httpx.AsyncClient, owner: Account, **fields: Any
+) -> dict[str, Any]:
+    body = {"name": "My Chatbot", "description": "A helpful assistant", **fields}
+    response = await client.post("/projects", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def create_prompt(
+    client: httpx.AsyncClient, owner: Account, project_id: str, **fields: Any
+) -> dict[str, Any]:
+    body = {"content": "You are a helpful assistant.", **fields}
+    response = await client.post(
+        f"/projects/{project_id}/prompts", json=body, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def chat(
+    client: httpx.AsyncClient, owner: Account, project_id: str, message: str, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/chat",
+        json={"project_id": project_id, "message": message, **fields},
+        headers=owner.headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -1,0 +1,180 @@
+"""A local OpenAI-compatible upstream that speaks the real wire format (JSON and SSE).
+
+Used in-process by the tests (through `httpx.ASGITransport`) and as a real server for manual
+checks and benchmarks:
+
+    .venv/bin/uvicorn --factory tests.fake_openai:create_app --port 9100
+
+By default it answers `Fake reply to: <last user message>`. Faults are scripted: push behaviours
+with `FakeOpenAI.script(...)` in-process, or `POST /_control/script` on a running server; each
+request pops the next one. Every request received is recorded (`GET /_control/requests`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Behaviour:
+    """What the next request gets.
+
+    kind: "reply" (default), "status" (an HTTP error), "invalid_json", "embedded_error"
+    (an `error` object inside a 200), "not_sse" (JSON when a stream was asked for).
+    Streaming extras: `cut_after` chunks then close without [DONE]; `stall_before` a chunk index
+    for `stall_seconds`; `error_after` chunks then an error payload; `garbage_after` chunks then a
+    non-JSON data line.
+    """
+
+    kind: str = "reply"
+    content: str | None = None
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    delay: float = 0.0
+    usage: bool = True
+    cut_after: int | None = None
+    stall_before: int | None = None
+    stall_seconds: float = 0.0
+    error_after: int | None = None
+    garbage_after: int | None = None
+    finish_reason: str = "stop"
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._script: deque[Behaviour] = deque()
+
+    def script(self, *behaviours: Behaviour) -> None:
+        self._script.extend(behaviours)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.headers.clear()
+        self._script.clear()
+
+    @property
+    def last_request(self) -> dict[str, Any]:
+        return self.requests[-1]
+
+    def asgi(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/_control/script", self._control_script, methods=["POST"]),
+                Route("/_control/requests", self._control_requests, methods=["GET"]),
+                Route("/_control/reset", self._control_reset, methods=["POST"]),
+            ]
+        )
+
+    async def _control_script(self, request: Request) -> Response:
+        items = await request.json()
+        self.script(*(Behaviour(**item) for item in items))
+        return JSONResponse({"queued": len(self._script)})
+
+    async def _control_requests(self, _: Request) -> Response:
+        return JSONResponse({"requests": self.requests})
+
+    async def _control_reset(self, _: Request) -> Response:
+        self.reset()
+        return JSONResponse({"ok": True})
+
+    async def _completions(self, request: Request) -> Response:
+        payload = await request.json()
+        self.requests.append(payload)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        behaviour = self._script.popleft() if self._script else Behaviour()
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if behaviour.kind == "status":
+            body = behaviour.body or {"error": {"message": f"upstream error {behaviour.status}"}}
+            return JSONResponse(body, status_code=behaviour.status, headers=behaviour.headers)
+        if behaviour.kind == "invalid_json":
+            return Response("<html>Bad Gateway</html>", media_type="application/json")
+        if behaviour.kind == "embedded_error":
+            error = behaviour.body or {"error": {"message": "provider overloaded", "code": 502}}
+            return JSONResponse(error)
+        content = behaviour.content
+        if content is None:
+            last_user = next(
+                (m["content"] for m in reversed(payload["messages"]) if m["role"] == "user"), ""
+            )
+            content = f"Fake reply to: {last_user}"
+        prompt_tokens = sum(len(str(m["content"]).split()) for m in payload["messages"])
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(content.split()),
+            "total_tokens": prompt_tokens + len(content.split()),
+        }
+        if payload.get("stream") and behaviour.kind != "not_sse":
+            return StreamingResponse(
+                self._sse(payload, behaviour, content, usage), media_type="text/event-stream"
+            )
+        return JSONResponse(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": payload["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": behaviour.finish_reason,
+                    }
+                ],
+                "usage": usage if behaviour.usage else None,
+            }
+        )
+
+    async def _sse(
+        self, payload: dict[str, Any], behaviour: Behaviour, content: str, usage: dict[str, int]
+    ) -> AsyncIterator[bytes]:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            data = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "model": payload["model"],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        yield b": OPENROUTER PROCESSING\n\n"
+        yield chunk({"role": "assistant", "content": ""})
+        words = content.split(" ")
+        for index, word in enumerate(words):
+            if behaviour.stall_before == index:
+                await asyncio.sleep(behaviour.stall_seconds)
+            if behaviour.cut_after == index:
+                return
+            if behaviour.error_after == index:
+                error = {"error": {"message": "upstream failed mid-stream", "code": 502}}
+                yield f"data: {json.dumps(error)}\n\n".encode()
+                return
+            if behaviour.garbage_after == index:
+                yield b"data: {not json\n\n"
+                return
+            yield chunk({"content": word if index == 0 else " " + word})
+            await asyncio.sleep(0)
+        yield chunk({}, behaviour.finish_reason)
+        include_usage = (payload.get("stream_options") or {}).get("include_usage")
+        if include_usage and behaviour.usage:
+            data = {"id": "chatcmpl-fake", "choices": [], "usage": usage}
+            yield f"data: {json.dumps(data)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+def create_app() -> Starlette:
+    """Factory for running the fake as a real server (uvicorn --factory)."""
+    return FakeOpenAI().asgi()
