@@ -48,7 +48,7 @@ class MessageRead(BaseModel):
     chat_session_id: uuid.UUID
     role: Literal["user", "assistant"]
     content: str
-    timestamp: datetime
+    timestamp: datetime = Field(description="When the message was stored (a reply: finished).")
     status: Literal["pending", "complete", "incomplete", "failed"] = Field(
         description="`complete`, `failed` (see `error`), `incomplete` (stopped part-way) or "
         "`pending` (being generated)."
@@ -77,7 +77,7 @@ class MessageRead(BaseModel):
             chat_session_id=message.chat_session_id,
             role=message.role,
             content=message.content,
-            timestamp=message.created_at,
+            timestamp=message.completed_at or message.created_at,
             status=message.status,
             provider=message.provider,
             model=message.model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -157,7 +158,9 @@ async def _app_error_handler(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     code, default_message = _HTTP_CODES.get(exc.status_code, ("http_error", "Request failed."))
-    message = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else None
+    # Starlette's default detail is the bare status phrase; ours says more.
+    custom = isinstance(exc.detail, str) and exc.detail != HTTPStatus(exc.status_code).phrase
+    message = exc.detail if custom and exc.status_code != 404 else None
     return _error_response(
         exc.status_code, code, message or default_message, headers=dict(exc.headers or {})
     )
@@ -177,6 +180,8 @@ async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     details = [_jsonable_error(dict(error)) for error in exc.errors()]
     if any(d["type"] == "json_invalid" for d in details):
         message = "The request body is not valid JSON."
+    elif any(d["type"] == "model_attributes_type" and d["field"] is None for d in details):
+        message = "The request body must be a JSON object (send Content-Type: application/json)."
     else:
         message = "The request is invalid: " + "; ".join(
             f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:5]
