@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.models import Base

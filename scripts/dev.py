@@ -26,7 +26,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit("Python 3.11 or newer is required.")
     if not PYTHON.exists():
         print("creating .venv ...", flush=True)

@@ -1,7 +1,7 @@
 """Test fixtures: a migrated database (SQLite, or Postgres via TEST_DATABASE_URL), a fresh app per
 test talking to a fake OpenAI upstream at the wire, and row cleanup between tests.
 
-    TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres  python3 scripts/dev.py test
+    TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/postgres python3 scripts/dev.py test
 
 With a Postgres URL the suite creates its own throwaway database beside the one named, and drops
 it at the end.
@@ -132,7 +132,9 @@ def llm_transport(upstream: FakeOpenAI) -> httpx.AsyncBaseTransport:
 
 
 @pytest.fixture
-async def app(settings: Settings, llm_transport: httpx.AsyncBaseTransport) -> AsyncIterator[FastAPI]:
+async def app(
+    settings: Settings, llm_transport: httpx.AsyncBaseTransport
+) -> AsyncIterator[FastAPI]:
     application = create_app(settings, llm_transport=llm_transport)
     async with application.router.lifespan_context(application):
         yield application

@@ -241,7 +241,9 @@ async def test_access_token_has_required_claims(settings: Settings) -> None:
     assert {"sub", "exp", "iat", "iss", "aud", "jti"} <= set(claims)
 
 
-async def test_bcrypt_hashes_verify_and_are_upgraded(client: httpx.AsyncClient, app: object) -> None:
+async def test_bcrypt_hashes_verify_and_are_upgraded(
+    client: httpx.AsyncClient, app: object
+) -> None:
     user = await factories.register(client)
     legacy = bcrypt.hash(factories.PASSWORD)
     maker = app.state.sessionmaker  # type: ignore[attr-defined]

@@ -11,7 +11,9 @@ from tests import factories
 from tests.fake_openai import Behaviour, FakeOpenAI
 
 
-async def _setup(client: httpx.AsyncClient, **project_fields: object) -> tuple[factories.Account, str]:
+async def _setup(
+    client: httpx.AsyncClient, **project_fields: object
+) -> tuple[factories.Account, str]:
     owner = await factories.account(client)
     project = await factories.create_project(client, owner, **project_fields)
     return owner, project["id"]
@@ -78,9 +80,7 @@ async def test_history_window_limits_the_context(
     assert [m["role"] for m in upstream.last_request["messages"]] == ["system", "user"]
 
 
-async def test_only_the_history_window_is_read(
-    client: httpx.AsyncClient, app: FastAPI
-) -> None:
+async def test_only_the_history_window_is_read(client: httpx.AsyncClient, app: FastAPI) -> None:
     owner, pid = await _setup(client, history_window=4)
     sid = (await factories.chat(client, owner, pid, "start"))["session_id"]
     for i in range(5):
@@ -250,9 +250,7 @@ def _raising_transport(exc: Exception) -> httpx.MockTransport:
         (_raising_transport(httpx.RemoteProtocolError("cut")), 503, "llm_unavailable"),
     ],
 )
-async def test_transport_failures(
-    client: httpx.AsyncClient, status: int, code: str
-) -> None:
+async def test_transport_failures(client: httpx.AsyncClient, status: int, code: str) -> None:
     owner, pid = await _setup(client)
     response = await client.post(
         "/chat", json={"project_id": pid, "message": "hi"}, headers=owner.headers
@@ -283,16 +281,16 @@ async def test_failed_replies_are_left_out_of_the_next_context(
     sid = (await factories.chat(client, owner, pid, "one"))["session_id"]
     upstream.script(Behaviour(kind="status", status=500))
     await client.post(
-        "/chat", json={"project_id": pid, "message": "two", "session_id": sid}, headers=owner.headers
+        "/chat",
+        json={"project_id": pid, "message": "two", "session_id": sid},
+        headers=owner.headers,
     )
     await factories.chat(client, owner, pid, "three", session_id=sid)
     contents = [m["content"] for m in upstream.last_request["messages"][1:]]
     assert contents == ["one", "Fake reply to: one", "two", "three"]
 
 
-async def test_echo_provider_answers_without_a_key(
-    database_url: str, clean_database: None
-) -> None:
+async def test_echo_provider_answers_without_a_key(database_url: str, clean_database: None) -> None:
     from app.main import create_app
     from tests.conftest import make_settings
 

@@ -44,7 +44,9 @@ async def test_long_first_message_gives_a_short_title(client: httpx.AsyncClient)
 
 
 @pytest.mark.parametrize("body", [{}, {"title": ""}, {"title": "x" * 201}, {"title": None}])
-async def test_rename_rejects_bad_titles(client: httpx.AsyncClient, body: dict[str, object]) -> None:
+async def test_rename_rejects_bad_titles(
+    client: httpx.AsyncClient, body: dict[str, object]
+) -> None:
     owner = await factories.account(client)
     pid = (await factories.create_project(client, owner))["id"]
     sid = (await factories.chat(client, owner, pid, "hi"))["session_id"]
@@ -72,9 +74,7 @@ async def test_messages_are_oldest_first_with_cursor_pages(client: httpx.AsyncCl
         if not cursor:
             break
     assert pages == 3
-    assert contents == [
-        text for i in range(4) for text in (f"m{i}", f"Fake reply to: m{i}")
-    ]
+    assert contents == [text for i in range(4) for text in (f"m{i}", f"Fake reply to: m{i}")]
 
 
 async def test_deleting_a_project_deletes_its_sessions(client: httpx.AsyncClient) -> None:
@@ -108,9 +108,7 @@ async def test_sessions_are_isolated_between_tenants(client: httpx.AsyncClient) 
 
 async def test_unknown_session_ids(client: httpx.AsyncClient) -> None:
     owner = await factories.account(client)
-    assert (
-        await client.get(f"/sessions/{uuid.uuid4()}", headers=owner.headers)
-    ).status_code == 404
+    assert (await client.get(f"/sessions/{uuid.uuid4()}", headers=owner.headers)).status_code == 404
     assert (await client.get("/sessions/123", headers=owner.headers)).status_code == 422
     bad_cursor = await client.get(
         f"/sessions/{uuid.uuid4()}/messages", params={"cursor": "!!"}, headers=owner.headers

@@ -21,7 +21,9 @@ async def test_project_crud(client: httpx.AsyncClient) -> None:
     assert (await client.get(url, headers=owner.headers)).json() == project
 
     patched = await client.patch(
-        url, json={"temperature": 0.2, "model": "llama3", "history_window": 4}, headers=owner.headers
+        url,
+        json={"temperature": 0.2, "model": "llama3", "history_window": 4},
+        headers=owner.headers,
     )
     assert patched.status_code == 200
     body = patched.json()
@@ -93,7 +95,9 @@ async def test_list_paginates_newest_first(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "params", [{"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "garbage!"}]
 )
-async def test_list_rejects_bad_paging(client: httpx.AsyncClient, params: dict[str, object]) -> None:
+async def test_list_rejects_bad_paging(
+    client: httpx.AsyncClient, params: dict[str, object]
+) -> None:
     owner = await factories.account(client)
     response = await client.get("/projects", params=params, headers=owner.headers)
     assert response.status_code == 422

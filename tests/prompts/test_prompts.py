@@ -58,7 +58,13 @@ async def test_prompts_paginate(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"content": ""}, {"content": "  "}, {"content": "x" * 20001}, {"content": "ok", "position": -1}],
+    [
+        {},
+        {"content": ""},
+        {"content": "  "},
+        {"content": "x" * 20001},
+        {"content": "ok", "position": -1},
+    ],
 )
 async def test_create_rejects_bad_input(client: httpx.AsyncClient, body: dict[str, object]) -> None:
     owner = await factories.account(client)
