@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.api_keys.router import router as api_keys_router
 from app.auth.router import router as auth_router
 from app.auth.router import users_router
 from app.chat.router import chat_router, sessions_router
+from app.chat.streaming import GenerationRegistry
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -40,6 +42,10 @@ TAGS = [
     {"name": "Users", "description": "The current user."},
     {"name": "Projects", "description": "Chatbot agents and their LLM settings."},
     {"name": "Prompts", "description": "A project's system prompts."},
+    {
+        "name": "API keys",
+        "description": "Keys for your backend: chat and sessions of one project, per end user.",
+    },
     {"name": "Chat", "description": "Talk to a project's agent."},
     {"name": "Sessions", "description": "Conversations and their messages."},
     {"name": "Health", "description": "Liveness and readiness probes."},
@@ -62,6 +68,7 @@ def _lifespan(
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.http_client = http_client
         app.state.llm_registry = registry = build_registry(settings, http_client)
+        app.state.generations = generations = GenerationRegistry()
         logger.info(
             "started environment=%s database=%s llm_provider=%s llm_model=%s",
             settings.ENVIRONMENT,
@@ -78,6 +85,7 @@ def _lifespan(
         try:
             yield
         finally:
+            await generations.shutdown(settings.SHUTDOWN_GRACE_SECONDS)
             await http_client.aclose()
             await engine.dispose()
 
@@ -106,6 +114,7 @@ def create_app(
         users_router,
         projects_router,
         prompts_router,
+        api_keys_router,
         chat_router,
         sessions_router,
     ):

@@ -53,7 +53,8 @@ def serve(args: list[str]) -> None:
     print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)", flush=True)
     os.chdir(ROOT)
     uvicorn = [str(PYTHON), "-m", "uvicorn", "--factory", "app.main:create_app"]
-    os.execv(str(PYTHON), [*uvicorn, "--host", host, "--port", port, *args])  # noqa: S606
+    # Our own access log (app.access) has request ids and no query strings; uvicorn's is off.
+    os.execv(str(PYTHON), [*uvicorn, "--host", host, "--port", port, "--no-access-log", *args])  # noqa: S606
 
 
 def main() -> None:

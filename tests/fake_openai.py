@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class Behaviour:
     (an `error` object inside a 200), "not_sse" (JSON when a stream was asked for).
     Streaming extras: `cut_after` chunks then close without [DONE]; `stall_before` a chunk index
     for `stall_seconds`; `error_after` chunks then an error payload; `garbage_after` chunks then a
-    non-JSON data line.
+    non-JSON data line; `chunk_delay` seconds between chunks. `delay` is waited before answering.
     """
 
     kind: str = "reply"
@@ -49,12 +50,15 @@ class Behaviour:
     error_after: int | None = None
     garbage_after: int | None = None
     finish_reason: str = "stop"
+    chunk_delay: float = 0.0  # seconds between streamed chunks
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, default: Behaviour | None = None, *, record: bool = True) -> None:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.default = default or Behaviour()
+        self.record = record
         self._script: deque[Behaviour] = deque()
 
     def script(self, *behaviours: Behaviour) -> None:
@@ -93,9 +97,10 @@ class FakeOpenAI:
 
     async def _completions(self, request: Request) -> Response:
         payload = await request.json()
-        self.requests.append(payload)
-        self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        behaviour = self._script.popleft() if self._script else Behaviour()
+        if self.record:
+            self.requests.append(payload)
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        behaviour = self._script.popleft() if self._script else self.default
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.kind == "status":
@@ -166,7 +171,7 @@ class FakeOpenAI:
                 yield b"data: {not json\n\n"
                 return
             yield chunk({"content": word if index == 0 else " " + word})
-            await asyncio.sleep(0)
+            await asyncio.sleep(behaviour.chunk_delay)
         yield chunk({}, behaviour.finish_reason)
         include_usage = (payload.get("stream_options") or {}).get("include_usage")
         if include_usage and behaviour.usage:
@@ -176,5 +181,14 @@ class FakeOpenAI:
 
 
 def create_app() -> Starlette:
-    """Factory for running the fake as a real server (uvicorn --factory)."""
-    return FakeOpenAI().asgi()
+    """Factory for running the fake as a real server (uvicorn --factory).
+
+    `FAKE_OPENAI_LATENCY_MS` delays every answer (a fixed upstream latency for benchmarks);
+    `FAKE_OPENAI_CHUNK_DELAY_MS` spaces streamed chunks; `FAKE_OPENAI_RECORD=0` stops recording
+    requests (for long load runs).
+    """
+    default = Behaviour(
+        delay=float(os.environ.get("FAKE_OPENAI_LATENCY_MS", "0")) / 1000,
+        chunk_delay=float(os.environ.get("FAKE_OPENAI_CHUNK_DELAY_MS", "0")) / 1000,
+    )
+    return FakeOpenAI(default, record=os.environ.get("FAKE_OPENAI_RECORD", "1") != "0").asgi()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Header, Query
 from fastapi.security import OAuth2PasswordBearer
 
+from app.api_keys.service import authenticate, looks_like_api_key
 from app.auth.service import AuthService
-from app.core.db import SessionDep
+from app.core.config import Settings
+from app.core.db import SessionDep, SessionmakerDep
 from app.core.dependencies import SettingsDep
-from app.core.errors import UnauthorizedError
+from app.core.errors import ForbiddenError, UnauthorizedError, field_error
 from app.core.security import decode_access_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
@@ -28,13 +31,34 @@ AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller and the workspace (tenant) every query is scoped to."""
+    """The authenticated caller and the workspace (tenant) every query is scoped to.
 
-    user_id: uuid.UUID
+    A signed-in user reaches their whole workspace. A project API key reaches only its project,
+    only within its scopes, and only the sessions of the end user it names.
+    """
+
+    user_id: uuid.UUID | None
     email: str
     created_at: datetime
     workspace_id: uuid.UUID
     role: str
+    api_key_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None  # an API key's project
+    scopes: frozenset[str] | None = None  # None: a user, who may do everything
+    end_user_id: str | None = None  # the API-key caller's end user (`X-End-User-ID`)
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.api_key_id is not None
+
+    def with_end_user(self, end_user_id: str | None) -> Principal:
+        """The caller acting for `end_user_id` (from a request body); it must agree with the
+        `X-End-User-ID` header when both are sent."""
+        if end_user_id is None or end_user_id == self.end_user_id:
+            return self
+        if self.is_api_key and self.end_user_id is not None:
+            raise field_error("end_user_id", "differs from the X-End-User-ID header")
+        return replace(self, end_user_id=end_user_id)
 
 
 async def get_current_principal(
@@ -42,6 +66,90 @@ async def get_current_principal(
     settings: SettingsDep,
     auth: AuthServiceDep,
 ) -> Principal:
+    return await _principal(token, settings, auth)
+
+
+async def get_caller(
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    settings: SettingsDep,
+    auth: AuthServiceDep,
+    maker: SessionmakerDep,
+    x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
+    x_end_user_id: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="With an API key: the end user you are acting for (your own id for "
+            "them). Their sessions are theirs alone.",
+        ),
+    ] = None,
+) -> Principal:
+    """A signed-in user, or a project API key (`Authorization: Bearer cbp_…` or `X-API-Key`)."""
+    secret = x_api_key or (token if token and looks_like_api_key(token) else None)
+    if secret is None:
+        return await _principal(token, settings, auth)
+    # Its own short transaction: the last-used write must not hold a lock for the request.
+    async with maker() as db, db.begin():
+        key = await authenticate(db, secret)
+    if key is None:
+        raise UnauthorizedError(
+            "The API key is invalid, revoked or expired.", code="invalid_api_key"
+        )
+    return Principal(
+        user_id=None,
+        email="",
+        created_at=key.created_at,
+        workspace_id=key.workspace_id,
+        role="api_key",
+        api_key_id=key.id,
+        project_id=key.project_id,
+        scopes=frozenset(key.scopes.split()),
+        end_user_id=x_end_user_id or None,
+    )
+
+
+async def get_stream_caller(
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    settings: SettingsDep,
+    auth: AuthServiceDep,
+    maker: SessionmakerDep,
+    x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
+    x_end_user_id: Annotated[str | None, Header(max_length=200)] = None,
+    access_token: Annotated[
+        str | None,
+        Query(
+            description="For browsers' `EventSource`, which cannot send headers: the access "
+            "token. Prefer the `Authorization` header everywhere else."
+        ),
+    ] = None,
+) -> Principal:
+    """`get_caller`, also accepting a user's token as `?access_token=` (event streams only)."""
+    return await get_caller(token or access_token, settings, auth, maker, x_api_key, x_end_user_id)
+
+
+def require_scope(*any_of: str, stream: bool = False) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, if it is a user or an API key holding one of `any_of`."""
+    caller_dependency = get_stream_caller if stream else get_caller
+
+    # A default value, not `Annotated`: the closure's dependency must be evaluated now (this
+    # module's annotations are strings resolved later, where `caller_dependency` is unknown).
+    async def check(caller: Principal = Depends(caller_dependency)) -> Principal:
+        if caller.scopes is not None and not caller.scopes.intersection(any_of):
+            raise ForbiddenError(
+                f"This API key lacks the scope for this call (needs {' or '.join(any_of)}).",
+                code="insufficient_scope",
+            )
+        return caller
+
+    return check
+
+
+async def _principal(token: str | None, settings: Settings, auth: AuthService) -> Principal:
+    if token and looks_like_api_key(token):
+        raise ForbiddenError(
+            "API keys can only chat and read sessions; this route needs a signed-in user.",
+            code="api_key_not_allowed",
+        )
     if not token:
         raise UnauthorizedError("Missing bearer token.", code="not_authenticated")
     claims = decode_access_token(settings, token)
@@ -61,3 +169,8 @@ async def get_current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
+# Chat and session routes: a user, or an API key with the scope each route names.
+ChatCaller = Annotated[Principal, Depends(require_scope("chat"))]
+StreamCaller = Annotated[Principal, Depends(require_scope("chat", "sessions:read", stream=True))]
+SessionsReader = Annotated[Principal, Depends(require_scope("sessions:read"))]
+SessionsWriter = Annotated[Principal, Depends(require_scope("sessions:write"))]

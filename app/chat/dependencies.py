@@ -1,28 +1,84 @@
+"""Services for the chat and session routes, each built for a caller holding the route's scope
+(a signed-in user, or a project API key)."""
+
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from app.auth.dependencies import CurrentPrincipal
+from app.auth.dependencies import CurrentPrincipal, Principal, require_scope
+from app.chat.export import SessionExporter
 from app.chat.service import ChatService
 from app.chat.sessions import SessionService
+from app.chat.streaming import GenerationRegistry
+from app.chat.usage import UsageService
 from app.core.db import SessionDep, SessionmakerDep
 from app.core.dependencies import LLMRegistryDep, SettingsDep
 
 
-async def get_chat_service(
+def get_generations(request: Request) -> GenerationRegistry:
+    generations: GenerationRegistry = request.app.state.generations
+    return generations
+
+
+GenerationsDep = Annotated[GenerationRegistry, Depends(get_generations)]
+
+
+def _chat_service(
+    caller: Callable[..., Awaitable[Principal]],
+) -> Callable[..., Awaitable[ChatService]]:
+    async def build(
+        maker: SessionmakerDep,
+        registry: LLMRegistryDep,
+        settings: SettingsDep,
+        generations: GenerationsDep,
+        principal: Principal = Depends(caller),  # a default: see require_scope
+    ) -> ChatService:
+        return ChatService(maker, principal, registry, settings, generations)
+
+    return build
+
+
+def _session_service(
+    caller: Callable[..., Awaitable[Principal]],
+) -> Callable[..., Awaitable[SessionService]]:
+    async def build(
+        session: SessionDep,
+        principal: Principal = Depends(caller),  # a default: see require_scope
+    ) -> SessionService:
+        return SessionService(session, principal)
+
+    return build
+
+
+async def get_exporter(
     maker: SessionmakerDep,
-    principal: CurrentPrincipal,
-    registry: LLMRegistryDep,
-    settings: SettingsDep,
-) -> ChatService:
-    return ChatService(maker, principal.workspace_id, registry, settings)
+    principal: Annotated[Principal, Depends(require_scope("sessions:read"))],
+) -> SessionExporter:
+    return SessionExporter(maker, principal)
 
 
-async def get_session_service(session: SessionDep, principal: CurrentPrincipal) -> SessionService:
-    return SessionService(session, principal.workspace_id)
+async def get_usage_service(session: SessionDep, principal: CurrentPrincipal) -> UsageService:
+    return UsageService(session, principal.workspace_id)
 
 
-ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
+# Sending messages, regenerating, cancelling: scope `chat`.
+ChatServiceDep = Annotated[ChatService, Depends(_chat_service(require_scope("chat")))]
+# Following a reply: `chat` or `sessions:read`; also `?access_token=` for EventSource.
+StreamChatServiceDep = Annotated[
+    ChatService, Depends(_chat_service(require_scope("chat", "sessions:read", stream=True)))
+]
+SessionReaderDep = Annotated[
+    SessionService, Depends(_session_service(require_scope("sessions:read")))
+]
+SessionWriterDep = Annotated[
+    SessionService, Depends(_session_service(require_scope("sessions:write")))
+]
+# Rating a reply: `chat` (end users rate what they were told) or `sessions:write`.
+FeedbackDep = Annotated[
+    SessionService, Depends(_session_service(require_scope("chat", "sessions:write")))
+]
+ExporterDep = Annotated[SessionExporter, Depends(get_exporter)]
+UsageServiceDep = Annotated[UsageService, Depends(get_usage_service)]

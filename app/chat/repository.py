@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
@@ -16,13 +19,47 @@ MESSAGE_KEYSET = Keyset((ChatMessage.seq,))
 _CONTEXT_STATUSES = (MessageStatus.COMPLETE, MessageStatus.INCOMPLETE)
 
 
+@dataclass(frozen=True)
+class Audience:
+    """Which of the workspace's sessions a caller reaches: all of them (a signed-in user), or
+    one project's sessions of one end user (an API key; a null end user is its own group)."""
+
+    project_id: uuid.UUID | None = None
+    per_end_user: bool = False
+    end_user_id: str | None = None
+
+
+EVERYONE = Audience()
+
+
 class SessionRepository(WorkspaceRepository[ChatSession]):
     model = ChatSession
 
+    def __init__(
+        self, session: AsyncSession, workspace_id: uuid.UUID, audience: Audience = EVERYONE
+    ) -> None:
+        super().__init__(session, workspace_id)
+        self.audience = audience
+
+    def scoped(self) -> Select[Any]:
+        statement = super().scoped()
+        if self.audience.project_id is not None:
+            statement = statement.where(ChatSession.project_id == self.audience.project_id)
+        if self.audience.per_end_user:
+            end_user = self.audience.end_user_id
+            statement = statement.where(
+                ChatSession.end_user_id.is_(None)
+                if end_user is None
+                else ChatSession.end_user_id == end_user
+            )
+        return statement
+
     async def list_page(
-        self, project_id: uuid.UUID, params: PageParams
+        self, project_id: uuid.UUID, params: PageParams, *, end_user_id: str | None = None
     ) -> tuple[list[ChatSession], str | None]:
         statement = self.scoped().where(ChatSession.project_id == project_id)
+        if end_user_id is not None:
+            statement = statement.where(ChatSession.end_user_id == end_user_id)
         return await self.page(statement, SESSION_KEYSET, params)
 
     async def reserve_seqs(self, session_id: uuid.UUID, count: int, now: datetime) -> int:
@@ -35,11 +72,25 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         )
         return int(result.scalar_one())
 
-    async def touch(self, session_id: uuid.UUID, now: datetime) -> None:
+    async def touch(
+        self,
+        session_id: uuid.UUID,
+        now: datetime,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        total_tokens: int = 0,
+    ) -> None:
+        """Record activity, adding a finished reply's tokens to the session's totals."""
         await self.session.execute(
             update(ChatSession)
             .where(ChatSession.workspace_id == self.workspace_id, ChatSession.id == session_id)
-            .values(last_activity_at=now)
+            .values(
+                last_activity_at=now,
+                prompt_tokens=ChatSession.prompt_tokens + prompt_tokens,
+                completion_tokens=ChatSession.completion_tokens + completion_tokens,
+                total_tokens=ChatSession.total_tokens + total_tokens,
+            )
         )
 
 
@@ -52,18 +103,72 @@ class MessageRepository(WorkspaceRepository[ChatMessage]):
         statement = self.scoped().where(ChatMessage.chat_session_id == session_id)
         return await self.page(statement, MESSAGE_KEYSET, params)
 
-    async def history_window(self, session_id: uuid.UUID, size: int) -> list[ChatMessage]:
-        """The last `size` usable messages, oldest first. Reads only those rows."""
-        if size <= 0:
-            return []
+    async def after_seq(self, session_id: uuid.UUID, after: int, limit: int) -> list[ChatMessage]:
+        """Up to `limit` messages following position `after`, in order."""
         result = await self.session.execute(
             self.scoped()
-            .where(
-                ChatMessage.chat_session_id == session_id,
-                ChatMessage.status.in_(_CONTEXT_STATUSES),
-                ChatMessage.content != "",
-            )
-            .order_by(ChatMessage.seq.desc())
-            .limit(size)
+            .where(ChatMessage.chat_session_id == session_id, ChatMessage.seq > after)
+            .order_by(ChatMessage.seq)
+            .limit(limit)
         )
+        return list(result.scalars().all())
+
+    async def history_window(
+        self, session_id: uuid.UUID, size: int, *, before_seq: int | None = None
+    ) -> list[ChatMessage]:
+        """The last `size` usable messages (before `before_seq`), oldest first. Reads only those
+        rows; failed, pending and superseded replies are not part of the conversation."""
+        if size <= 0:
+            return []
+        statement = self.scoped().where(
+            ChatMessage.chat_session_id == session_id,
+            ChatMessage.status.in_(_CONTEXT_STATUSES),
+            ChatMessage.content != "",
+        )
+        if before_seq is not None:
+            statement = statement.where(ChatMessage.seq < before_seq)
+        result = await self.session.execute(statement.order_by(ChatMessage.seq.desc()).limit(size))
         return list(reversed(result.scalars().all()))
+
+    async def last_of_role(
+        self, session_id: uuid.UUID, role: str, *, before_seq: int | None = None
+    ) -> ChatMessage | None:
+        statement = self.scoped().where(
+            ChatMessage.chat_session_id == session_id, ChatMessage.role == role
+        )
+        if before_seq is not None:
+            statement = statement.where(ChatMessage.seq < before_seq)
+        result = await self.session.execute(statement.order_by(ChatMessage.seq.desc()).limit(1))
+        message: ChatMessage | None = result.scalar_one_or_none()
+        return message
+
+    async def supersede(self, message_id: uuid.UUID) -> bool:
+        """Mark a finished reply as superseded; False if it is pending or already superseded
+        (a conditional update, so two concurrent regenerations cannot both win)."""
+        result = await self.session.execute(
+            update(ChatMessage)
+            .where(
+                ChatMessage.workspace_id == self.workspace_id,
+                ChatMessage.id == message_id,
+                ChatMessage.status.not_in((MessageStatus.PENDING, MessageStatus.SUPERSEDED)),
+            )
+            .values(status=MessageStatus.SUPERSEDED)
+            .returning(ChatMessage.id)
+        )
+        return result.first() is not None
+
+    async def request_cancel(self, message_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(ChatMessage)
+            .where(
+                ChatMessage.workspace_id == self.workspace_id,
+                ChatMessage.id == message_id,
+                ChatMessage.status == MessageStatus.PENDING,
+                ChatMessage.cancel_requested_at.is_(None),
+            )
+            .values(cancel_requested_at=datetime.now(UTC))
+        )
+
+    async def in_session(self, session_id: uuid.UUID, message_id: uuid.UUID) -> ChatMessage | None:
+        message: ChatMessage | None = await self.get(message_id)
+        return message if message is not None and message.chat_session_id == session_id else None

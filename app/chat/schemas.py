@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.models import ChatMessage
+from app.models import ChatMessage, ChatSession
 
 
 class ChatRequest(BaseModel):
@@ -30,6 +30,30 @@ class ChatRequest(BaseModel):
     session_id: uuid.UUID | None = Field(
         default=None, description="Continue this session; omit to start a new one."
     )
+    stream: bool | None = Field(
+        default=None,
+        description="`true`: answer with Server-Sent Events (see the Chat tag). Omitted: stream "
+        "when the request sends `Accept: text/event-stream`.",
+    )
+    end_user_id: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = Field(
+        default=None,
+        description="Your own id for the end user this message is from (same as the "
+        "`X-End-User-ID` header). A new session belongs to them; with an API key, only their "
+        "sessions can be continued.",
+    )
+
+
+class RegenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"stream": True}]})
+
+    stream: bool | None = Field(
+        default=None,
+        description="`true`: answer with Server-Sent Events. Omitted: stream when the request "
+        "sends `Accept: text/event-stream`.",
+    )
 
 
 class UsageRead(BaseModel):
@@ -43,15 +67,35 @@ class MessageError(BaseModel):
     message: str
 
 
+class FeedbackRead(BaseModel):
+    rating: Literal["up", "down"] | None
+    comment: str | None
+    updated_at: datetime
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"rating": "up", "comment": "Clear and correct."}]},
+    )
+
+    rating: Literal["up", "down"] | None = Field(
+        description="`up`, `down`, or null to withdraw the rating."
+    )
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = (
+        Field(default=None, description="Optional, up to 2000 characters.")
+    )
+
+
 class MessageRead(BaseModel):
     id: uuid.UUID
     chat_session_id: uuid.UUID
     role: Literal["user", "assistant"]
     content: str
     timestamp: datetime = Field(description="When the message was stored (a reply: finished).")
-    status: Literal["pending", "complete", "incomplete", "failed"] = Field(
-        description="`complete`, `failed` (see `error`), `incomplete` (stopped part-way) or "
-        "`pending` (being generated)."
+    status: Literal["pending", "complete", "incomplete", "failed", "superseded"] = Field(
+        description="`complete`, `failed` (see `error`), `incomplete` (stopped part-way; see "
+        "`error`), `pending` (being generated) or `superseded` (replaced by a regenerated reply)."
     )
     provider: str | None = None
     model: str | None = None
@@ -59,6 +103,7 @@ class MessageRead(BaseModel):
     latency_ms: int | None = Field(default=None, description="Time the LLM took to answer.")
     finish_reason: str | None = None
     error: MessageError | None = None
+    feedback: FeedbackRead | None = None
 
     @classmethod
     def from_model(cls, message: ChatMessage) -> MessageRead:
@@ -72,6 +117,13 @@ class MessageRead(BaseModel):
         error = None
         if message.error_code:
             error = MessageError(code=message.error_code, message=message.error_message or "")
+        feedback = None
+        if message.feedback_at is not None:
+            feedback = FeedbackRead(
+                rating=message.feedback_rating,
+                comment=message.feedback_comment,
+                updated_at=message.feedback_at,
+            )
         return cls(
             id=message.id,
             chat_session_id=message.chat_session_id,
@@ -85,6 +137,7 @@ class MessageRead(BaseModel):
             latency_ms=message.latency_ms,
             finish_reason=message.finish_reason,
             error=error,
+            feedback=feedback,
         )
 
 
@@ -105,11 +158,28 @@ class SessionUpdate(BaseModel):
 
 
 class SessionRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: uuid.UUID
     project_id: uuid.UUID
+    end_user_id: str | None = Field(description="The end user the session belongs to, if any.")
     title: str | None
     message_count: int
+    usage: UsageRead = Field(description="Tokens used by every reply in the session.")
     created_at: datetime
     last_activity_at: datetime
+
+    @classmethod
+    def from_model(cls, chat_session: ChatSession) -> SessionRead:
+        return cls(
+            id=chat_session.id,
+            project_id=chat_session.project_id,
+            end_user_id=chat_session.end_user_id,
+            title=chat_session.title,
+            message_count=chat_session.message_count,
+            usage=UsageRead(
+                prompt_tokens=chat_session.prompt_tokens,
+                completion_tokens=chat_session.completion_tokens,
+                total_tokens=chat_session.total_tokens,
+            ),
+            created_at=chat_session.created_at,
+            last_activity_at=chat_session.last_activity_at,
+        )

@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import ServerSentEvent
 
-from app.chat.errors import classify, upstream_error
-from app.chat.repository import MessageRepository, SessionRepository
+from app.auth.dependencies import Principal
+from app.chat.errors import upstream_error
+from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
 from app.chat.schemas import ChatRequest
+from app.chat.streaming import (
+    CANCELLED,
+    DELETED,
+    END_EVENT_ID,
+    INTERRUPTED,
+    Generation,
+    GenerationRegistry,
+    follow_stored,
+    session_event,
+)
 from app.core.config import Settings
-from app.core.errors import NotFoundError, ValidationFailedError
+from app.core.errors import (
+    ConflictError,
+    InternalError,
+    NotFoundError,
+    UpstreamError,
+    ValidationFailedError,
+    field_error,
+)
 from app.llm.base import LLMError, LLMProvider
 from app.llm.registry import ProviderRegistry
-from app.llm.types import Completion, CompletionRequest, LLMMessage
-from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus
+from app.llm.types import CompletionRequest, LLMMessage
+from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus, Project
 from app.projects.service import ProjectService
 from app.prompts.repository import PromptRepository
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 TITLE_MAX_CHARS = 80
+CANCEL_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -44,6 +66,22 @@ def session_not_found() -> NotFoundError:
     return NotFoundError("Chat session not found.", code="session_not_found")
 
 
+def project_not_found() -> NotFoundError:
+    return NotFoundError("Project not found.", code="project_not_found")
+
+
+def audience_of(principal: Principal) -> Audience:
+    """All the workspace's sessions for a user; for an API key, its project's sessions of the
+    end user it acts for."""
+    if principal.is_api_key:
+        return Audience(principal.project_id, per_end_user=True, end_user_id=principal.end_user_id)
+    return EVERYONE
+
+
+def message_not_found() -> NotFoundError:
+    return NotFoundError("Message not found.", code="message_not_found")
+
+
 def title_from_message(message: str) -> str:
     """A session title from its first message: first line, whitespace collapsed, cut at a word."""
     text = re.sub(r"\s+", " ", message.strip().splitlines()[0] if message.strip() else "").strip()
@@ -54,19 +92,27 @@ def title_from_message(message: str) -> str:
 
 
 class ChatService:
-    """Runs chat turns. Owns its transactions: one short one before the LLM call, one after."""
+    """Runs chat turns. Each turn stores the user's message and a pending reply in one short
+    transaction, then a background `Generation` asks the LLM (no transaction open) and stores
+    the reply; the caller waits for it (JSON) or follows it (SSE)."""
 
     def __init__(
         self,
         maker: async_sessionmaker[AsyncSession],
-        workspace_id: uuid.UUID,
+        principal: Principal,
         registry: ProviderRegistry,
         settings: Settings,
+        generations: GenerationRegistry,
     ) -> None:
         self.maker = maker
-        self.workspace_id = workspace_id
+        self.principal = principal
+        self.workspace_id = principal.workspace_id
+        self.audience = audience_of(principal)
         self.registry = registry
         self.settings = settings
+        self.generations = generations
+
+    # -- turns -----------------------------------------------------------------------------
 
     async def send_message(self, data: ChatRequest) -> ChatTurn:
         """Store the user's message, ask the LLM, store and return the reply.
@@ -74,22 +120,60 @@ class ChatService:
         The user's message is committed before the LLM is called, so it survives any failure;
         a failed reply is stored as `failed` and reported as an `UpstreamError`.
         """
+        turn, generation = await self.start_turn(data, stream=False)
+        return await self.wait_for_reply(turn, generation)
+
+    def for_end_user(self, end_user_id: str | None) -> ChatService:
+        """The same service acting for the end user a request body names."""
+        principal = self.principal.with_end_user(end_user_id)
+        if principal is self.principal:
+            return self
+        return ChatService(self.maker, principal, self.registry, self.settings, self.generations)
+
+    async def start_turn(self, data: ChatRequest, *, stream: bool) -> tuple[ChatTurn, Generation]:
+        """Store the message and a pending reply, and start generating it in the background."""
         self._check_message(data.message)
-        turn = await self._prepare(data)
-        started = time.perf_counter()
-        try:
-            if turn.setup_error is not None:
-                raise turn.setup_error
-            assert turn.provider is not None  # noqa: S101 - set whenever setup_error is None
-            completion = await turn.provider.complete(turn.request)
-        except LLMError as exc:
-            await self._record_failure(turn, exc, _elapsed_ms(started))
-            raise upstream_error(exc, details=[_turn_details(turn)]) from exc
-        except Exception:
-            await self._record_failure(turn, None, _elapsed_ms(started))
-            raise
-        turn.assistant_message = await self._record_reply(turn, completion, _elapsed_ms(started))
-        return turn
+        prepared = await self._prepare(data)
+        return prepared, self._start(prepared, stream=stream)
+
+    async def regenerate(
+        self, session_id: uuid.UUID, *, stream: bool
+    ) -> tuple[ChatTurn, Generation]:
+        """Answer the session's last message again; the previous reply is kept, `superseded`."""
+        prepared = await self._prepare_regenerate(session_id)
+        return prepared, self._start(prepared, stream=stream)
+
+    async def wait_for_reply(self, turn: ChatTurn, generation: Generation) -> ChatTurn:
+        """Wait for a started reply; a failed one is raised as the matching HTTP error."""
+        final = await generation.wait()
+        turn.assistant_message = generation.message
+        if final is None or final.error is None:
+            return turn
+        details = [_turn_details(turn)]
+        if generation.error is not None:
+            raise upstream_error(generation.error, details=details)
+        code, message = final.error.code, final.error.message
+        if code == CANCELLED[0]:
+            raise ConflictError(message, code=code, details=details)
+        if code == DELETED[0]:
+            raise session_not_found()
+        if code == INTERRUPTED[0]:
+            raise UpstreamError(message, status_code=503, code=code, details=details)
+        raise InternalError(message, details=details)
+
+    def _start(self, prepared: _PreparedTurn, *, stream: bool) -> Generation:
+        return self.generations.start(
+            Generation(
+                maker=self.maker,
+                settings=self.settings,
+                workspace_id=self.workspace_id,
+                message=prepared.assistant_message,
+                provider=prepared.provider,
+                request=prepared.request,
+                setup_error=prepared.setup_error,
+                stream=stream,
+            )
+        )
 
     def _check_message(self, message: str) -> None:
         limit = self.settings.MAX_MESSAGE_CHARS
@@ -99,22 +183,22 @@ class ChatService:
         elif len(message) > limit:
             problem = f"must be at most {limit} characters (got {len(message)})"
         if problem:
-            raise ValidationFailedError(
-                f"The request is invalid: message: {problem}",
-                details=[{"field": "message", "message": problem, "type": "value_error"}],
-            )
+            raise field_error("message", problem)
 
     async def _prepare(self, data: ChatRequest) -> _PreparedTurn:
         now = datetime.now(UTC)
         async with self.maker() as db, db.begin():
+            if self.audience.project_id not in (None, data.project_id):
+                raise project_not_found()
             project = await ProjectService(db, self.workspace_id).get(data.project_id)
-            sessions = SessionRepository(db, self.workspace_id)
+            sessions = SessionRepository(db, self.workspace_id, self.audience)
             messages = MessageRepository(db, self.workspace_id)
             if data.session_id is None:
                 chat_session = sessions.add(
                     ChatSession(
                         id=uuid.uuid4(),
                         project_id=project.id,
+                        end_user_id=self.principal.end_user_id,
                         title=title_from_message(data.message),
                         message_count=2,
                         created_at=now,
@@ -131,27 +215,6 @@ class ChatService:
                 chat_session = found
                 history = await messages.history_window(chat_session.id, project.history_window)
                 last_seq = await sessions.reserve_seqs(chat_session.id, 2, now)
-            system_prompts = await PromptRepository(db, self.workspace_id).active_contents(
-                project.id
-            )
-
-            provider, setup_error = self._resolve_provider(project.provider)
-            provider_name = provider.name if provider else (project.provider or "")
-            model = self.registry.model_for(provider, project.model) if provider else project.model
-            request = CompletionRequest(
-                model=model or "",
-                messages=(
-                    *(LLMMessage("system", p) for p in system_prompts or [DEFAULT_SYSTEM_PROMPT]),
-                    *(LLMMessage(m.role, m.content) for m in history),  # type: ignore[arg-type]
-                    LLMMessage("user", data.message),
-                ),
-                temperature=(
-                    project.temperature
-                    if project.temperature is not None
-                    else self.settings.LLM_TEMPERATURE
-                ),
-                max_tokens=project.max_tokens or self.settings.LLM_MAX_TOKENS,
-            )
             user_message = messages.add(
                 ChatMessage(
                     id=uuid.uuid4(),
@@ -164,21 +227,84 @@ class ChatService:
                     completed_at=now,
                 )
             )
-            assistant_message = messages.add(
-                ChatMessage(
-                    id=uuid.uuid4(),
-                    chat_session_id=chat_session.id,
-                    seq=last_seq,
-                    role=MessageRole.ASSISTANT,
-                    content="",
-                    status=MessageStatus.PENDING,
-                    provider=provider_name or None,
-                    model=model,
-                    created_at=now,
-                )
+            return await self._add_pending_reply(
+                db, project, user_message, history, seq=last_seq, now=now
             )
+
+    async def _prepare_regenerate(self, session_id: uuid.UUID) -> _PreparedTurn:
+        now = datetime.now(UTC)
+        async with self.maker() as db, db.begin():
+            sessions = SessionRepository(db, self.workspace_id, self.audience)
+            messages = MessageRepository(db, self.workspace_id)
+            chat_session = await sessions.get(session_id)
+            if chat_session is None:
+                raise session_not_found()
+            project = await ProjectService(db, self.workspace_id).get(chat_session.project_id)
+            previous = await messages.last_of_role(session_id, MessageRole.ASSISTANT)
+            user_message = await messages.last_of_role(session_id, MessageRole.USER)
+            if previous is None or user_message is None or previous.seq < user_message.seq:
+                raise ConflictError(
+                    "The session has no reply to regenerate.", code="nothing_to_regenerate"
+                )
+            if not await messages.supersede(previous.id):
+                raise ConflictError(
+                    "The last reply is still being generated (or is being regenerated); wait "
+                    "for it to finish or cancel it first.",
+                    code="reply_in_progress",
+                )
+            history = await messages.history_window(
+                session_id, project.history_window, before_seq=user_message.seq
+            )
+            seq = await sessions.reserve_seqs(session_id, 1, now)
+            return await self._add_pending_reply(
+                db, project, user_message, history, seq=seq, now=now
+            )
+
+    async def _add_pending_reply(
+        self,
+        db: AsyncSession,
+        project: Project,
+        user_message: ChatMessage,
+        history: list[ChatMessage],
+        *,
+        seq: int,
+        now: datetime,
+    ) -> _PreparedTurn:
+        """Build the LLM request for `user_message` and store the pending reply to it."""
+        system_prompts = await PromptRepository(db, self.workspace_id).active_contents(project.id)
+        provider, setup_error = self._resolve_provider(project.provider)
+        provider_name = provider.name if provider else (project.provider or "")
+        model = self.registry.model_for(provider, project.model) if provider else project.model
+        request = CompletionRequest(
+            model=model or "",
+            messages=(
+                *(LLMMessage("system", p) for p in system_prompts or [DEFAULT_SYSTEM_PROMPT]),
+                *(LLMMessage(m.role, m.content) for m in history),  # type: ignore[arg-type]
+                LLMMessage("user", user_message.content),
+            ),
+            temperature=(
+                project.temperature
+                if project.temperature is not None
+                else self.settings.LLM_TEMPERATURE
+            ),
+            max_tokens=project.max_tokens or self.settings.LLM_MAX_TOKENS,
+        )
+        assistant_message = MessageRepository(db, self.workspace_id).add(
+            ChatMessage(
+                id=uuid.uuid4(),
+                chat_session_id=user_message.chat_session_id,
+                seq=seq,
+                role=MessageRole.ASSISTANT,
+                content="",
+                status=MessageStatus.PENDING,
+                provider=provider_name or None,
+                model=model,
+                created_at=now,
+                heartbeat_at=now,
+            )
+        )
         return _PreparedTurn(
-            session_id=chat_session.id,
+            session_id=user_message.chat_session_id,
             user_message=user_message,
             assistant_message=assistant_message,
             provider=provider,
@@ -192,55 +318,89 @@ class ChatService:
         except LLMError as exc:
             return None, exc
 
-    async def _record_reply(
-        self, turn: _PreparedTurn, completion: Completion, latency_ms: int
-    ) -> ChatMessage:
-        usage = completion.usage
-        return await self._finish(
-            turn,
-            content=completion.content,
-            status=MessageStatus.COMPLETE,
-            model=completion.model or turn.request.model,
-            finish_reason=completion.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            total_tokens=usage.total_tokens if usage else None,
-            latency_ms=latency_ms,
-        )
+    # -- replies in progress ---------------------------------------------------------------
 
-    async def _record_failure(
-        self, turn: _PreparedTurn, exc: LLMError | None, latency_ms: int
-    ) -> ChatMessage:
-        code, message = (
-            (classify(exc)[1], exc.message)
-            if exc
-            else ("internal_error", "The reply could not be generated.")
-        )
-        return await self._finish(
-            turn,
-            status=MessageStatus.FAILED,
-            error_code=code,
-            error_message=message,
-            latency_ms=latency_ms,
-        )
+    async def get_reply(
+        self, session_id: uuid.UUID, message_id: uuid.UUID
+    ) -> tuple[ChatMessage, ChatMessage | None]:
+        """A reply of the session and the user message it answers."""
+        async with self.maker() as db:
+            sessions = SessionRepository(db, self.workspace_id, self.audience)
+            messages = MessageRepository(db, self.workspace_id)
+            if await sessions.get(session_id) is None:
+                raise session_not_found()
+            message = await messages.in_session(session_id, message_id)
+            if message is None:
+                raise message_not_found()
+            if message.role != MessageRole.ASSISTANT:
+                raise ConflictError(
+                    "Only a reply (an assistant message) can be streamed or cancelled.",
+                    code="not_a_reply",
+                )
+            question = await messages.last_of_role(
+                session_id, MessageRole.USER, before_seq=message.seq
+            )
+            return message, question
 
-    async def _finish(self, turn: _PreparedTurn, **values: object) -> ChatMessage:
-        now = datetime.now(UTC)
+    async def follow(
+        self, session_id: uuid.UUID, message_id: uuid.UUID, last_event_id: str | None
+    ) -> AsyncIterator[ServerSentEvent] | None:
+        """The reply's events after `last_event_id` (all of them without one), live until it
+        ends. None when the client already has the terminal event."""
+        offset = _parse_last_event_id(last_event_id)
+        _, question = await self.get_reply(session_id, message_id)
+        if offset is None:
+            return None
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            if last_event_id is None and question is not None:
+                yield session_event(session_id, question.id, message_id)
+            local = self.generations.get(message_id)
+            source = (
+                local.follow(offset)
+                if local is not None
+                else follow_stored(self.maker, self.settings, self.workspace_id, message_id, offset)
+            )
+            async for event in source:
+                yield event
+
+        return events()
+
+    async def cancel(self, session_id: uuid.UUID, message_id: uuid.UUID) -> ChatMessage:
+        """Ask whichever process generates the reply to stop, and wait briefly for it."""
+        message, _ = await self.get_reply(session_id, message_id)
+        if message.status != MessageStatus.PENDING:
+            return message
         async with self.maker() as db, db.begin():
-            message = await MessageRepository(db, self.workspace_id).get(turn.assistant_message.id)
-            if message is None:  # the session was deleted while the LLM was answering
-                for key, value in values.items():
-                    setattr(turn.assistant_message, key, value)
-                return turn.assistant_message
-            for key, value in values.items():
-                setattr(message, key, value)
-            message.completed_at = now
-            await SessionRepository(db, self.workspace_id).touch(turn.session_id, now)
-        return message
+            await MessageRepository(db, self.workspace_id).request_cancel(message_id)
+        local = self.generations.get(message_id)
+        if local is not None:
+            local.stop(CANCELLED)
+            await local.wait(at_most=CANCEL_WAIT_SECONDS)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS + 4 * self.settings.STREAM_FLUSH_SECONDS
+        while True:
+            async with self.maker() as db:
+                current = await MessageRepository(db, self.workspace_id).get(message_id)
+            if current is None:
+                raise message_not_found()
+            if current.status != MessageStatus.PENDING or time.monotonic() > deadline:
+                return current
+            await asyncio.sleep(self.settings.STREAM_POLL_SECONDS)
 
 
-def _elapsed_ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
+def _parse_last_event_id(value: str | None) -> int | None:
+    """The character offset to resume from; None when the client has seen the end."""
+    if value is None or not value.strip():
+        return 0
+    value = value.strip()
+    if value == END_EVENT_ID:
+        return None
+    if value.isdigit() and len(value) <= 9:
+        return int(value)
+    raise ValidationFailedError(
+        "Last-Event-ID must be an event id from this stream (a number, or 'end').",
+        code="invalid_last_event_id",
+    )
 
 
 def _turn_details(turn: ChatTurn) -> dict[str, str]:

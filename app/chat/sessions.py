@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.dependencies import Principal
 from app.chat.repository import MessageRepository, SessionRepository
-from app.chat.service import session_not_found
+from app.chat.service import audience_of, message_not_found, project_not_found, session_not_found
+from app.core.errors import ConflictError
 from app.core.pagination import PageParams
-from app.models import ChatMessage, ChatSession
+from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus
 from app.projects.service import ProjectService
 
 
 class SessionService:
-    def __init__(self, session: AsyncSession, workspace_id: uuid.UUID) -> None:
-        self.sessions = SessionRepository(session, workspace_id)
-        self.messages = MessageRepository(session, workspace_id)
-        self.projects = ProjectService(session, workspace_id)
+    def __init__(self, session: AsyncSession, principal: Principal) -> None:
+        self.audience = audience_of(principal)
+        self.sessions = SessionRepository(session, principal.workspace_id, self.audience)
+        self.messages = MessageRepository(session, principal.workspace_id)
+        self.projects = ProjectService(session, principal.workspace_id)
         self.session = session
 
     async def list_page(
-        self, project_id: uuid.UUID, params: PageParams
+        self, project_id: uuid.UUID, params: PageParams, *, end_user_id: str | None = None
     ) -> tuple[list[ChatSession], str | None]:
-        """The project's sessions, most recently active first."""
+        """The project's sessions, most recently active first (optionally one end user's)."""
+        if self.audience.project_id not in (None, project_id):
+            raise project_not_found()
         await self.projects.get(project_id)
-        return await self.sessions.list_page(project_id, params)
+        return await self.sessions.list_page(project_id, params, end_user_id=end_user_id)
 
     async def get(self, session_id: uuid.UUID) -> ChatSession:
         chat_session = await self.sessions.get(session_id)
@@ -43,6 +49,28 @@ class SessionService:
         """Delete the session and its messages."""
         await self.sessions.delete(await self.get(session_id))
         await self.session.flush()
+
+    async def set_feedback(
+        self, message_id: uuid.UUID, rating: str | None, comment: str | None
+    ) -> ChatMessage:
+        """Rate a reply (or withdraw the rating with null); the latest feedback wins."""
+        message = await self.messages.get(message_id)
+        if message is None or await self.sessions.get(message.chat_session_id) is None:
+            raise message_not_found()
+        if message.role != MessageRole.ASSISTANT:
+            raise ConflictError(
+                "Feedback is given on replies (assistant messages).", code="not_a_reply"
+            )
+        if message.status == MessageStatus.PENDING:
+            raise ConflictError(
+                "The reply is still being generated; rate it once it has finished.",
+                code="reply_in_progress",
+            )
+        message.feedback_rating = rating
+        message.feedback_comment = comment or None
+        message.feedback_at = datetime.now(UTC)
+        await self.session.flush()
+        return message
 
     async def list_messages(
         self, session_id: uuid.UUID, params: PageParams

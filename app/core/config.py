@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     MAX_MESSAGE_CHARS: int = Field(default=4000, ge=1, le=200_000)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Streaming (SSE) replies.
+    STREAM_PING_SECONDS: float = Field(default=15.0, gt=0, le=300)
+    STREAM_FLUSH_SECONDS: float = Field(default=0.5, gt=0, le=30)
+    STREAM_POLL_SECONDS: float = Field(default=0.25, gt=0, le=30)
+    STREAM_STALE_SECONDS: float = Field(default=90.0, gt=0, le=3600)
+    SHUTDOWN_GRACE_SECONDS: float = Field(default=10.0, ge=0, le=600)
+
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -101,6 +108,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LLM_PROVIDER={provider} needs {provider.upper()}_API_KEY (or LLM_BASE_URL "
                 "for a keyless OpenAI-compatible server such as Ollama)"
+            )
+        if max(self.LLM_TIMEOUT, self.STREAM_FLUSH_SECONDS * 4) >= self.STREAM_STALE_SECONDS:
+            raise ValueError(
+                "STREAM_STALE_SECONDS must exceed LLM_TIMEOUT and 4 x STREAM_FLUSH_SECONDS: a "
+                "reply is only treated as interrupted once its generator has been silent longer "
+                "than any legitimate wait"
             )
         if self.ENVIRONMENT == "production":
             if self.SECRET_KEY.get_secret_value() == DEFAULT_SECRET_KEY:

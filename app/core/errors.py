@@ -61,10 +61,24 @@ class UnauthorizedError(AppError):
         super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
+class ForbiddenError(AppError):
+    status_code = 403
+    code = "forbidden"
+    message = "You are not allowed to do this."
+
+
 class ValidationFailedError(AppError):
     status_code = 422
     code = "validation_error"
     message = "The request is invalid."
+
+
+def field_error(field: str, problem: str) -> ValidationFailedError:
+    """A 422 about one field, shaped like the request-validation errors."""
+    return ValidationFailedError(
+        f"The request is invalid: {field}: {problem}",
+        details=[{"field": field, "message": problem, "type": "value_error"}],
+    )
 
 
 class PayloadTooLargeError(AppError):
@@ -88,6 +102,14 @@ class RateLimitedError(AppError):
         super().__init__(
             message, code=code, details=details, headers={"Retry-After": str(retry_after)}
         )
+
+
+class InternalError(AppError):
+    """Something failed on our side; reported without internals (the log has the trace)."""
+
+    status_code = 500
+    code = "internal_error"
+    message = "An unexpected error occurred."
 
 
 class UpstreamError(AppError):

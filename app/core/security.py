@@ -93,5 +93,10 @@ def new_refresh_token() -> str:
     return secrets.token_urlsafe(48)
 
 
+def sha256_hex(secret: str) -> str:
+    """For high-entropy secrets (refresh tokens, API keys), where a fast hash is safe."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def hash_refresh_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return sha256_hex(token)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from app.llm.types import Completion, CompletionRequest, StreamChunk
@@ -19,7 +19,7 @@ class LLMProvider(Protocol):
         """The whole reply at once."""
         ...
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         """The reply as it is generated."""
         ...
 

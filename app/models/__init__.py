@@ -1,14 +1,23 @@
 """Every model, imported so `Base.metadata` is complete (Alembic and tests rely on this)."""
 
+from app.models.api_key import ApiKey
 from app.models.base import Base
-from app.models.chat import ChatMessage, ChatSession, MessageRole, MessageStatus
+from app.models.chat import (
+    ChatMessage,
+    ChatSession,
+    FeedbackRating,
+    MessageRole,
+    MessageStatus,
+)
 from app.models.project import Project, Prompt
 from app.models.user import RefreshToken, User, Workspace, WorkspaceMember
 
 __all__ = [
+    "ApiKey",
     "Base",
     "ChatMessage",
     "ChatSession",
+    "FeedbackRating",
     "MessageRole",
     "MessageStatus",
     "Project",

@@ -23,15 +23,27 @@ class MessageStatus(enum.StrEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"  # the reply stopped part-way; what arrived is kept
     FAILED = "failed"  # the LLM call failed; see error_code / error_message
+    SUPERSEDED = "superseded"  # replaced by a regenerated reply; kept for the record
+
+
+class FeedbackRating(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
 
 
 class ChatSession(UUIDPrimaryKey, WorkspaceScoped, Base):
     __tablename__ = "chat_sessions"
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # The caller's own user reference (API-key calls); null for sessions made without one.
+    end_user_id: Mapped[str | None] = mapped_column(String(200))
     title: Mapped[str | None] = mapped_column(String(200))
     # Also the source of each message's `seq`: incremented atomically per new message.
     message_count: Mapped[int] = mapped_column(default=0)
+    # Token totals of every reply in the session (kept up to date as replies finish).
+    prompt_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    total_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -43,6 +55,12 @@ class ChatSession(UUIDPrimaryKey, WorkspaceScoped, Base):
             "last_activity_at",
         ),
         Index("ix_chat_sessions_project_id", "project_id"),
+        Index(
+            "ix_chat_sessions_workspace_id_project_id_end_user_id",
+            "workspace_id",
+            "project_id",
+            "end_user_id",
+        ),
     )
 
 
@@ -68,6 +86,14 @@ class ChatMessage(UUIDPrimaryKey, WorkspaceScoped, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # Written by the process generating a pending reply as it goes; a pending reply whose
+    # heartbeat stops is treated as interrupted.
+    heartbeat_at: Mapped[datetime | None]
+    # Set by `POST .../cancel`; the generating process (any of them) sees it and stops.
+    cancel_requested_at: Mapped[datetime | None]
+    feedback_rating: Mapped[str | None] = mapped_column(String(10))
+    feedback_comment: Mapped[str | None] = mapped_column(Text)
+    feedback_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("chat_session_id", "seq", name="uq_chat_messages_chat_session_id_seq"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator
 
 from app.llm.types import Completion, CompletionRequest, StreamChunk, Usage
 
@@ -12,6 +13,7 @@ class EchoProvider:
 
     name = "echo"
     default_model = "echo"
+    word_delay = 0.02  # seconds between streamed words, so streaming is visible with curl -N
 
     def _reply(self, request: CompletionRequest) -> tuple[str, Usage]:
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
@@ -24,9 +26,11 @@ class EchoProvider:
         reply, usage = self._reply(request)
         return Completion(content=reply, model=request.model, finish_reason="stop", usage=usage)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         reply, usage = self._reply(request)
         words = reply.split(" ")
         for index, word in enumerate(words):
+            if index:
+                await asyncio.sleep(self.word_delay)
             yield StreamChunk(delta=word if index == 0 else " " + word, model=request.model)
         yield StreamChunk(finish_reason="stop", usage=usage, model=request.model)

@@ -5,7 +5,7 @@ Ollama, vLLM, or any `LLM_BASE_URL`. Vendor JSON stays in this module; failures 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -76,7 +76,7 @@ class OpenAICompatibleProvider:
             raise self._status_error(response.status_code, response.headers, response.content)
         return self._parse_completion(response.content, request.model)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         finished = False
         try:
             async with self._client.stream(

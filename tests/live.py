@@ -1,0 +1,135 @@
+"""Real HTTP for the streaming tests: uvicorn servers on loopback ports, and an SSE reader.
+
+The API and the fake upstream run as real uvicorn servers (in the test's event loop), so bytes
+go through sockets exactly as in production: chunked responses, disconnects, reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.types import ASGIApp
+
+
+@contextlib.asynccontextmanager
+async def serve(app: ASGIApp) -> AsyncIterator[str]:
+    """Run `app` under uvicorn on a free loopback port; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    # Leave the test runner's Ctrl-C handling alone.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if not server.started:
+        task.cancel()
+        raise RuntimeError("the test server did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=15)
+        sock.close()
+
+
+@dataclass
+class Event:
+    event: str
+    data: Any
+    id: str | None
+
+
+@dataclass
+class Stream:
+    """What a client saw on one event-stream response."""
+
+    events: list[Event] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    _chunks: AsyncIterator[bytes] | None = None
+    _buffer: bytes = b""
+
+    @property
+    def names(self) -> list[str]:
+        return [e.event for e in self.events]
+
+    @property
+    def text(self) -> str:
+        return "".join(e.data["content"] for e in self.events if e.event == "delta")
+
+    @property
+    def last(self) -> Event:
+        return self.events[-1]
+
+    def of(self, name: str) -> list[Event]:
+        return [e for e in self.events if e.event == name]
+
+
+async def read_events(
+    response: httpx.Response, stream: Stream | None = None, *, stop_after: int | None = None
+) -> Stream:
+    """Parse an SSE body as a browser would (lines, blank line ends an event), keeping comments.
+
+    With `stop_after`, return once that many events have arrived; pass the returned `Stream`
+    back in to go on reading the same response.
+    """
+    stream = stream or Stream()
+    if stream._chunks is None:
+        stream._chunks = response.aiter_bytes()
+    name, data, event_id = "message", [], None
+    while stop_after is None or len(stream.events) < stop_after:
+        if b"\n" not in stream._buffer:
+            try:
+                stream._buffer += await anext(stream._chunks)
+            except StopAsyncIteration:
+                break
+            continue
+        raw, stream._buffer = stream._buffer.split(b"\n", 1)
+        line = raw.decode().rstrip("\r")
+        if line.startswith(":"):
+            stream.comments.append(line[1:].strip())
+        elif line == "":
+            if data:
+                stream.events.append(Event(name, json.loads("\n".join(data)), event_id))
+            name, data = "message", []
+        else:
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+            elif key == "id":
+                event_id = value
+    return stream
+
+
+async def stream_request(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> tuple[httpx.Response, Stream]:
+    """Send a request and read its whole event stream (bounded by the client's timeout)."""
+    async with client.stream(method, url, **kwargs) as response:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response, await read_events(response)
+        await response.aread()
+        return response, Stream()
