@@ -22,6 +22,7 @@ from app.core.errors import register_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
 from app.core.middleware import BodySizeLimitMiddleware
 from app.health.router import router as health_router
+from app.intents.router import router as intents_router
 from app.llm.registry import build_registry
 from app.projects.router import router as projects_router
 from app.prompts.router import router as prompts_router
@@ -114,6 +115,7 @@ def create_app(
         users_router,
         projects_router,
         prompts_router,
+        intents_router,
         api_keys_router,
         chat_router,
         sessions_router,

@@ -73,3 +73,39 @@ async def chat(
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def create_intent(
+    client: httpx.AsyncClient, owner: Account, project_id: str, **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "name": "greeting",
+        "patterns": [{"type": "keyword", "value": "hello"}],
+        "reply": "Hi there!",
+        **fields,
+    }
+    response = await client.post(
+        f"/projects/{project_id}/intents", json=body, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def api_key(
+    client: httpx.AsyncClient, owner: Account, project_id: str, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/projects/{project_id}/api-keys",
+        json={"name": "backend", **fields},
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def key_headers(key: str, end_user: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if end_user is not None:
+        headers["X-End-User-ID"] = end_user
+    return headers

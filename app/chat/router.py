@@ -36,6 +36,7 @@ from app.chat.usage import GroupBy, UsageReport
 from app.core.dependencies import SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
+from app.intents.schemas import Link
 
 chat_router = APIRouter(tags=["Chat"])
 sessions_router = APIRouter(tags=["Sessions"], responses=error_responses(401, 404, 422))
@@ -103,13 +104,22 @@ async def _answer(
 ) -> Response | ChatResponse:
     if stream:
         return _turn_stream(turn, generation, ping)
-    turn = await chat.wait_for_reply(turn, generation)
+    return chat_response(await chat.wait_for_reply(turn, generation))
+
+
+def chat_response(turn: ChatTurn) -> ChatResponse:
     assistant = MessageRead.from_model(turn.assistant_message)
+    intent = turn.intent
     return ChatResponse(
         session_id=turn.session_id,
         message=MessageRead.from_model(turn.user_message),
         assistant_message=assistant,
         usage=assistant.usage,
+        reply=turn.fallback_reply if turn.fallback and turn.fallback_reply else assistant.content,
+        intent=intent.name if intent else None,
+        links=[Link(text=text, url=url) for text, url in intent.links] if intent else [],
+        requires_login=intent.requires_login if intent else False,
+        fallback=turn.fallback,
     )
 
 

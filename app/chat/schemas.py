@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.chat.templates import Context
+from app.intents.schemas import Link
 from app.models import ChatMessage, ChatSession
 
 
@@ -44,6 +46,7 @@ class ChatRequest(BaseModel):
         "`X-End-User-ID` header). A new session belongs to them; with an API key, only their "
         "sessions can be continued.",
     )
+    context: Context | None = None
 
 
 class RegenerateRequest(BaseModel):
@@ -102,6 +105,9 @@ class MessageRead(BaseModel):
     usage: UsageRead | None = None
     latency_ms: int | None = Field(default=None, description="Time the LLM took to answer.")
     finish_reason: str | None = None
+    intent: str | None = Field(
+        default=None, description="The intent whose canned reply this is (null: the LLM's)."
+    )
     error: MessageError | None = None
     feedback: FeedbackRead | None = None
 
@@ -136,6 +142,7 @@ class MessageRead(BaseModel):
             usage=usage,
             latency_ms=message.latency_ms,
             finish_reason=message.finish_reason,
+            intent=message.intent,
             error=error,
             feedback=feedback,
         )
@@ -146,6 +153,17 @@ class ChatResponse(BaseModel):
     message: MessageRead = Field(description="Your message, as stored.")
     assistant_message: MessageRead = Field(description="The reply, as stored.")
     usage: UsageRead | None = Field(description="Tokens used by this turn, when reported.")
+    reply: str = Field(
+        description="The text to show: the reply, or the project's fallback reply when "
+        "`fallback` is true."
+    )
+    intent: str | None = Field(description="The intent that answered (no LLM call), if any.")
+    links: list[Link] = Field(description="The intent's links (empty otherwise).")
+    requires_login: bool = Field(description="The intent's `requires_login` (false otherwise).")
+    fallback: bool = Field(
+        description="True when the LLM failed and `reply` is the project's fallback reply; "
+        "`assistant_message` then holds the recorded failure."
+    )
 
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

@@ -15,6 +15,7 @@ from sse_starlette import ServerSentEvent
 
 from app.auth.dependencies import Principal
 from app.chat.errors import upstream_error
+from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
 from app.chat.schemas import ChatRequest
 from app.chat.streaming import (
@@ -27,6 +28,7 @@ from app.chat.streaming import (
     follow_stored,
     session_event,
 )
+from app.chat.templates import Context
 from app.core.config import Settings
 from app.core.errors import (
     ConflictError,
@@ -36,14 +38,12 @@ from app.core.errors import (
     ValidationFailedError,
     field_error,
 )
-from app.llm.base import LLMError, LLMProvider
+from app.intents.matcher import IntentRule
 from app.llm.registry import ProviderRegistry
-from app.llm.types import CompletionRequest, LLMMessage
+from app.llm.types import LLMMessage
 from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus, Project
 from app.projects.service import ProjectService
-from app.prompts.repository import PromptRepository
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 TITLE_MAX_CHARS = 80
 CANCEL_WAIT_SECONDS = 5.0
 
@@ -53,13 +53,14 @@ class ChatTurn:
     session_id: uuid.UUID
     user_message: ChatMessage
     assistant_message: ChatMessage
+    intent: IntentRule | None = None  # the intent whose canned reply answers
+    fallback_reply: str | None = None  # the project's, sent if the LLM fails
+    fallback: bool = False  # the LLM failed and `fallback_reply` is the answer
 
 
 @dataclass
 class _PreparedTurn(ChatTurn):
-    provider: LLMProvider | None
-    request: CompletionRequest
-    setup_error: LLMError | None
+    plan: ReplyPlan | None = None
 
 
 def session_not_found() -> NotFoundError:
@@ -151,6 +152,9 @@ class ChatService:
             return turn
         details = [_turn_details(turn)]
         if generation.error is not None:
+            if turn.fallback_reply is not None:  # the failure stays recorded on the message
+                turn.fallback = True
+                return turn
             raise upstream_error(generation.error, details=details)
         code, message = final.error.code, final.error.message
         if code == CANCELLED[0]:
@@ -162,15 +166,19 @@ class ChatService:
         raise InternalError(message, details=details)
 
     def _start(self, prepared: _PreparedTurn, *, stream: bool) -> Generation:
+        plan = prepared.plan
+        assert plan is not None  # noqa: S101 - every prepared turn has a plan
         return self.generations.start(
             Generation(
                 maker=self.maker,
                 settings=self.settings,
                 workspace_id=self.workspace_id,
                 message=prepared.assistant_message,
-                provider=prepared.provider,
-                request=prepared.request,
-                setup_error=prepared.setup_error,
+                provider=plan.provider,
+                request=plan.request,
+                setup_error=plan.setup_error,
+                canned=plan.canned,
+                fallback_reply=prepared.fallback_reply,
                 stream=stream,
             )
         )
@@ -228,7 +236,7 @@ class ChatService:
                 )
             )
             return await self._add_pending_reply(
-                db, project, user_message, history, seq=last_seq, now=now
+                db, project, user_message, history, seq=last_seq, now=now, context=data.context
             )
 
     async def _prepare_regenerate(self, session_id: uuid.UUID) -> _PreparedTurn:
@@ -269,25 +277,19 @@ class ChatService:
         *,
         seq: int,
         now: datetime,
+        context: Context | None = None,
     ) -> _PreparedTurn:
-        """Build the LLM request for `user_message` and store the pending reply to it."""
-        system_prompts = await PromptRepository(db, self.workspace_id).active_contents(project.id)
-        provider, setup_error = self._resolve_provider(project.provider)
-        provider_name = provider.name if provider else (project.provider or "")
-        model = self.registry.model_for(provider, project.model) if provider else project.model
-        request = CompletionRequest(
-            model=model or "",
-            messages=(
-                *(LLMMessage("system", p) for p in system_prompts or [DEFAULT_SYSTEM_PROMPT]),
-                *(LLMMessage(m.role, m.content) for m in history),  # type: ignore[arg-type]
-                LLMMessage("user", user_message.content),
-            ),
-            temperature=(
-                project.temperature
-                if project.temperature is not None
-                else self.settings.LLM_TEMPERATURE
-            ),
-            max_tokens=project.max_tokens or self.settings.LLM_MAX_TOKENS,
+        """Build the LLM request for `user_message` (or pick the intent that answers it) and
+        store the pending reply to it."""
+        plan = await plan_reply(
+            db,
+            self.workspace_id,
+            self.registry,
+            self.settings,
+            project,
+            history=[LLMMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
+            message=user_message.content,
+            context=context,
         )
         assistant_message = MessageRepository(db, self.workspace_id).add(
             ChatMessage(
@@ -297,8 +299,9 @@ class ChatService:
                 role=MessageRole.ASSISTANT,
                 content="",
                 status=MessageStatus.PENDING,
-                provider=provider_name or None,
-                model=model,
+                provider=plan.provider_name,
+                model=plan.model,
+                intent=plan.intent.name if plan.intent else None,
                 created_at=now,
                 heartbeat_at=now,
             )
@@ -307,16 +310,10 @@ class ChatService:
             session_id=user_message.chat_session_id,
             user_message=user_message,
             assistant_message=assistant_message,
-            provider=provider,
-            request=request,
-            setup_error=setup_error,
+            intent=plan.intent,
+            fallback_reply=project.fallback_reply,
+            plan=plan,
         )
-
-    def _resolve_provider(self, name: str | None) -> tuple[LLMProvider | None, LLMError | None]:
-        try:
-            return self.registry.get(name), None
-        except LLMError as exc:
-            return None, exc
 
     # -- replies in progress ---------------------------------------------------------------
 

@@ -65,8 +65,9 @@ def delta_event(text: str, offset: int) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps({"content": text}), event="delta", id=str(offset))
 
 
-def terminal_event(message: MessageRead) -> ServerSentEvent:
-    """`done` for a finished reply, `error` (in the error shape, plus the message) otherwise."""
+def terminal_event(message: MessageRead, fallback_reply: str | None = None) -> ServerSentEvent:
+    """`done` for a finished reply, `error` (in the error shape, plus the message) otherwise.
+    An LLM failure in a project with a fallback reply carries it as `fallback_reply`."""
     stored = message.model_dump(mode="json")
     if message.error is None:
         data: dict[str, Any] = {
@@ -78,6 +79,8 @@ def terminal_event(message: MessageRead) -> ServerSentEvent:
         return ServerSentEvent(data=json.dumps(data), event="done", id=END_EVENT_ID)
     error = {"code": message.error.code, "message": message.error.message}
     data = {"error": error, "message": stored}
+    if fallback_reply is not None:
+        data["fallback_reply"] = fallback_reply
     return ServerSentEvent(data=json.dumps(data), event="error", id=END_EVENT_ID)
 
 
@@ -98,6 +101,8 @@ class Generation:
         provider: LLMProvider | None,
         request: CompletionRequest,
         setup_error: LLMError | None = None,
+        canned: str | None = None,
+        fallback_reply: str | None = None,
         stream: bool = True,
     ) -> None:
         self.maker = maker
@@ -107,6 +112,8 @@ class Generation:
         self.provider = provider
         self.request = request
         self.setup_error = setup_error
+        self.canned = canned  # an intent's reply: stored as is, no LLM call
+        self.fallback_reply = fallback_reply  # offered to followers if the LLM fails
         self.stream = stream
         self.text = ""
         self.error: LLMError | None = None  # the upstream failure, when that is how it ended
@@ -147,7 +154,8 @@ class Generation:
             if self.final is not None:
                 if len(self.final.content) > offset:
                     yield delta_event(self.final.content[offset:], len(self.final.content))
-                yield terminal_event(self.final)
+                fallback = self.fallback_reply if self.error is not None else None
+                yield terminal_event(self.final, fallback_reply=fallback)
                 return
             await changed.wait()
 
@@ -175,8 +183,11 @@ class Generation:
         try:
             if self.setup_error is not None:
                 raise self.setup_error
-            assert self.provider is not None  # noqa: S101 - set whenever setup_error is None
-            if self.stream:
+            if self.canned is not None:
+                self.text, finish_reason = self.canned, "stop"
+                self._notify()
+            elif self.stream:
+                assert self.provider is not None  # noqa: S101 - set unless setup_error is
                 async with contextlib.aclosing(self.provider.stream(self.request)) as chunks:
                     async for chunk in chunks:
                         if chunk.delta:
@@ -186,6 +197,7 @@ class Generation:
                         usage = chunk.usage or usage
                         model = chunk.model or model
             else:
+                assert self.provider is not None  # noqa: S101 - set unless setup_error is
                 completion = await self.provider.complete(self.request)
                 self.text = completion.content
                 finish_reason, usage, model = (

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     REDIS_URL: str | None = None
     MAX_REQUEST_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
     MAX_MESSAGE_CHARS: int = Field(default=4000, ge=1, le=200_000)
+    # Stateless chat (`/api/v1/chat`, `/v1/chat/completions`): caller-supplied history.
+    MAX_HISTORY_MESSAGES: int = Field(default=50, ge=0, le=1000)
+    # Intents: the time budget for matching one message against every pattern.
+    INTENT_MATCH_TIMEOUT_MS: int = Field(default=50, ge=1, le=5000)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Streaming (SSE) replies.

@@ -9,6 +9,7 @@ from app.models.chat import (
     MessageRole,
     MessageStatus,
 )
+from app.models.intent import Intent
 from app.models.project import Project, Prompt
 from app.models.user import RefreshToken, User, Workspace, WorkspaceMember
 
@@ -18,6 +19,7 @@ __all__ = [
     "ChatMessage",
     "ChatSession",
     "FeedbackRating",
+    "Intent",
     "MessageRole",
     "MessageStatus",
     "Project",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPrimaryKey, WorkspaceScoped
@@ -14,6 +14,8 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     __tablename__ = "projects"
 
     name: Mapped[str] = mapped_column(String(200))
+    # Unique in the workspace; how the OpenAI-compatible endpoint's `model` can name the project.
+    slug: Mapped[str] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(Text)
     # Null LLM settings mean "the deployment's default".
     provider: Mapped[str | None] = mapped_column(String(50))
@@ -21,8 +23,13 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     temperature: Mapped[float | None]
     max_tokens: Mapped[int | None]
     history_window: Mapped[int] = mapped_column(default=20)
+    # Sent instead of an error when the LLM fails (the failure is still recorded).
+    fallback_reply: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_projects_workspace_id_created_at", "workspace_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_projects_workspace_id_created_at", "workspace_id", "created_at"),
+        UniqueConstraint("workspace_id", "slug", name="uq_projects_workspace_id_slug"),
+    )
 
 
 class Prompt(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):

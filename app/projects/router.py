@@ -14,7 +14,12 @@ from app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 router = APIRouter(prefix="/projects", tags=["Projects"], responses=error_responses(401, 422))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProjectRead)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProjectRead,
+    responses=error_responses(409),
+)
 async def create_project(body: ProjectCreate, projects: ProjectServiceDep) -> object:
     """Create a project: a chatbot agent with its own prompts, sessions and LLM settings."""
     return await projects.create(body)
@@ -35,7 +40,7 @@ async def get_project(project_id: uuid.UUID, projects: ProjectServiceDep) -> obj
     return await projects.get(project_id)
 
 
-@router.patch("/{project_id}", response_model=ProjectRead, responses=error_responses(404))
+@router.patch("/{project_id}", response_model=ProjectRead, responses=error_responses(404, 409))
 async def update_project(
     project_id: uuid.UUID, body: ProjectUpdate, projects: ProjectServiceDep
 ) -> object:

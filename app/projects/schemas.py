@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.config import LLMProviderName
+from app.projects.slugs import SLUG_PATTERN
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=2000)]
@@ -16,6 +17,19 @@ ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 MaxTokens = Annotated[int, Field(ge=1, le=32768)]
 HistoryWindow = Annotated[int, Field(ge=0, le=200)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+FallbackReply = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
+]
+
+_SLUG_DOC = (
+    "Lowercase letters, digits and dashes, unique in your workspace; names the project as the "
+    "`model` of `/v1/chat/completions`. Derived from the name when omitted."
+)
+_FALLBACK_DOC = (
+    "Sent instead of an error when the LLM fails (flagged `fallback: true`; the failure is still "
+    "recorded). Null: failures are reported as errors."
+)
 
 _PROVIDER_DOC = "LLM provider; null means the deployment's default (`/health` shows which)."
 
@@ -29,6 +43,7 @@ class ProjectCreate(BaseModel):
     )
 
     name: Name
+    slug: Slug | None = Field(default=None, description=_SLUG_DOC)
     description: Description | None = None
     provider: LLMProviderName | None = Field(default=None, description=_PROVIDER_DOC)
     model: ModelName | None = Field(default=None, description="Null: the provider's default.")
@@ -37,6 +52,7 @@ class ProjectCreate(BaseModel):
     history_window: HistoryWindow = Field(
         default=20, description="How many stored messages each turn sends as context (0..200)."
     )
+    fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
 
 
 class ProjectUpdate(BaseModel):
@@ -47,12 +63,14 @@ class ProjectUpdate(BaseModel):
     )
 
     name: Name | None = None
+    slug: Slug | None = Field(default=None, description=_SLUG_DOC)
     description: Description | None = None
     provider: LLMProviderName | None = Field(default=None, description=_PROVIDER_DOC)
     model: ModelName | None = None
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None
     history_window: HistoryWindow | None = None
+    fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
 
 
 class ProjectRead(BaseModel):
@@ -60,11 +78,13 @@ class ProjectRead(BaseModel):
 
     id: uuid.UUID
     name: str
+    slug: str
     description: str | None
     provider: str | None
     model: str | None
     temperature: float | None
     max_tokens: int | None
     history_window: int
+    fallback_reply: str | None
     created_at: datetime
     updated_at: datetime

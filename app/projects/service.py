@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import NotFoundError
+from app.core.errors import ConflictError, NotFoundError
 from app.core.pagination import PageParams
 from app.core.patching import apply_patch
 from app.models import Project
 from app.projects.repository import ProjectRepository
 from app.projects.schemas import ProjectCreate, ProjectUpdate
+from app.projects.slugs import slugify, with_suffix
 
 
 class ProjectService:
@@ -20,9 +22,31 @@ class ProjectService:
         self.session = session
 
     async def create(self, data: ProjectCreate) -> Project:
-        project = self.projects.add(Project(id=uuid.uuid4(), **data.model_dump()))
-        await self.session.flush()
+        values = data.model_dump()
+        if data.slug is not None:
+            await self._check_slug_free(data.slug)
+        else:
+            values["slug"] = slugify(data.name)
+            if await self.projects.get_by_slug(values["slug"]) is not None:
+                values["slug"] = with_suffix(values["slug"])
+        project = self.projects.add(Project(id=uuid.uuid4(), **values))
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:  # a concurrent create took the slug first
+            raise _slug_taken(values["slug"]) from exc
         return project
+
+    async def get_by_id_or_slug(self, reference: str) -> Project | None:
+        """The project a `model` field names: its id, or its slug."""
+        try:
+            return await self.projects.get(uuid.UUID(reference))
+        except ValueError:
+            return await self.projects.get_by_slug(reference)
+
+    async def _check_slug_free(self, slug: str, project_id: uuid.UUID | None = None) -> None:
+        owner = await self.projects.get_by_slug(slug)
+        if owner is not None and owner.id != project_id:
+            raise _slug_taken(slug)
 
     async def list_page(self, params: PageParams) -> tuple[list[Project], str | None]:
         return await self.projects.list_page(params)
@@ -36,7 +60,9 @@ class ProjectService:
 
     async def update(self, project_id: uuid.UUID, data: ProjectUpdate) -> Project:
         project = await self.get(project_id)
-        apply_patch(project, data, not_null=("name", "history_window"))
+        if data.slug is not None:
+            await self._check_slug_free(data.slug, project.id)
+        apply_patch(project, data, not_null=("name", "slug", "history_window"))
         await self.session.flush()
         await self.session.refresh(project)
         return project
@@ -45,3 +71,9 @@ class ProjectService:
         """Delete the project with its prompts, sessions and messages."""
         await self.projects.delete(await self.get(project_id))
         await self.session.flush()
+
+
+def _slug_taken(slug: str) -> ConflictError:
+    return ConflictError(
+        f"Another project in your workspace already has the slug '{slug}'.", code="slug_taken"
+    )

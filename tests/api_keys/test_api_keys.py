@@ -15,22 +15,8 @@ from tests import factories
 from tests.conftest import make_settings
 
 
-async def _key(
-    client: httpx.AsyncClient, owner: factories.Account, pid: str, **body: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        f"/projects/{pid}/api-keys", json={"name": "backend", **body}, headers=owner.headers
-    )
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-def _as(key: str, end_user: str | None = None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {key}"}
-    if end_user is not None:
-        headers["X-End-User-ID"] = end_user
-    return headers
+_key = factories.api_key
+_as = factories.key_headers
 
 
 async def test_key_is_shown_once_and_stored_hashed(

@@ -1,0 +1,92 @@
+"""How a message will be answered: by an intent's canned reply, or by an LLM request built
+from the project's prompts (with `{{placeholders}}` filled), the history and the message."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chat.templates import render
+from app.core.config import Settings
+from app.intents.matcher import IntentRule, match_intent
+from app.intents.repository import IntentRepository
+from app.llm.base import LLMError, LLMProvider
+from app.llm.registry import ProviderRegistry
+from app.llm.types import CompletionRequest, LLMMessage
+from app.models import Project
+from app.prompts.repository import PromptRepository
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class ReplyPlan:
+    request: CompletionRequest
+    provider: LLMProvider | None  # None: `setup_error` says why (or an intent answers)
+    provider_name: str | None
+    model: str | None
+    setup_error: LLMError | None = None
+    intent: IntentRule | None = None
+    canned: str | None = None  # the intent's reply, rendered; no LLM call is made
+
+    @property
+    def answered_by_intent(self) -> bool:
+        return self.canned is not None
+
+
+async def plan_reply(
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    registry: ProviderRegistry,
+    settings: Settings,
+    project: Project,
+    *,
+    history: Sequence[LLMMessage],
+    message: str,
+    context: Mapping[str, str | int | float | bool | None] | None = None,
+    extra_system: Sequence[str] = (),
+) -> ReplyPlan:
+    """The plan for answering `message`. Reads the project's intents and prompts."""
+    rules = await IntentRepository(db, workspace_id).active_rules(project.id)
+    if rules:
+        rule = match_intent(rules, message, timeout_seconds=settings.INTENT_MATCH_TIMEOUT_MS / 1000)
+        if rule is not None:
+            return ReplyPlan(
+                request=CompletionRequest(model="", messages=(), temperature=0.0, max_tokens=1),
+                provider=None,
+                provider_name=None,
+                model=None,
+                intent=rule,
+                canned=render(rule.reply, context),
+            )
+    prompts = await PromptRepository(db, workspace_id).active_contents(project.id)
+    system = [render(p, context) for p in prompts] or [DEFAULT_SYSTEM_PROMPT]
+    provider: LLMProvider | None = None
+    setup_error: LLMError | None = None
+    try:
+        provider = registry.get(project.provider)
+    except LLMError as exc:
+        setup_error = exc
+    model = registry.model_for(provider, project.model) if provider else project.model
+    request = CompletionRequest(
+        model=model or "",
+        messages=(
+            *(LLMMessage("system", text) for text in (*system, *extra_system)),
+            *history,
+            LLMMessage("user", message),
+        ),
+        temperature=(
+            project.temperature if project.temperature is not None else settings.LLM_TEMPERATURE
+        ),
+        max_tokens=project.max_tokens or settings.LLM_MAX_TOKENS,
+    )
+    return ReplyPlan(
+        request=request,
+        provider=provider,
+        provider_name=provider.name if provider else (project.provider or None),
+        model=model,
+        setup_error=setup_error,
+    )
