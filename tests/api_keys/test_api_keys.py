@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 from sqlalchemy import select, text, update
@@ -13,7 +12,6 @@ from app.core.db import create_engine
 from app.models import ApiKey
 from tests import factories
 from tests.conftest import make_settings
-
 
 _key = factories.api_key
 _as = factories.key_headers
