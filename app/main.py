@@ -16,6 +16,8 @@ from app.auth.router import router as auth_router
 from app.auth.router import users_router
 from app.chat.router import chat_router, sessions_router
 from app.chat.streaming import GenerationRegistry
+from app.compat.openai import router as openai_router
+from app.compat.seed import router as seed_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -47,8 +49,22 @@ TAGS = [
         "name": "API keys",
         "description": "Keys for your backend: chat and sessions of one project, per end user.",
     },
+    {
+        "name": "Intents",
+        "description": "Rules that answer matching messages with a canned reply, no LLM call.",
+    },
     {"name": "Chat", "description": "Talk to a project's agent."},
     {"name": "Sessions", "description": "Conversations and their messages."},
+    {
+        "name": "Server-to-server",
+        "description": "The stateless chat contract for backends (`/api/v1/chat`), with a "
+        "project API key.",
+    },
+    {
+        "name": "OpenAI-compatible",
+        "description": "`/v1/chat/completions` and `/v1/models` for OpenAI clients and SDKs, "
+        'with a project API key; errors use OpenAI\'s `{"error": {...}}` body.',
+    },
     {"name": "Health", "description": "Liveness and readiness probes."},
 ]
 
@@ -119,6 +135,8 @@ def create_app(
         api_keys_router,
         chat_router,
         sessions_router,
+        seed_router,
+        openai_router,
     ):
         app.include_router(router)
     # Added innermost first: the request-context middleware wraps everything.

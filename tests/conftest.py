@@ -10,9 +10,11 @@ it at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from app.core.db import create_engine
 from app.main import create_app
 from app.models import Base
 from tests.fake_openai import FakeOpenAI
+from tests.live import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_BASE_URL = "http://upstream.test/v1"
@@ -145,3 +148,32 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@dataclass
+class Live:
+    upstream: FakeOpenAI
+    upstream_url: str
+    database_url: str
+    stack: contextlib.AsyncExitStack
+
+    async def api(self, **overrides: Any) -> httpx.AsyncClient:
+        """Start one more API instance (sharing the database); returns a client for it."""
+        values: dict[str, Any] = {
+            "LLM_BASE_URL": f"{self.upstream_url}/v1",
+            "STREAM_FLUSH_SECONDS": 0.05,
+            "STREAM_POLL_SECONDS": 0.05,
+            "SHUTDOWN_GRACE_SECONDS": 0,
+        }
+        settings = make_settings(self.database_url, **(values | overrides))
+        url = await self.stack.enter_async_context(serve(create_app(settings)))
+        client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(20.0))
+        return await self.stack.enter_async_context(client)
+
+
+@pytest.fixture
+async def live(database_url: str, clean_database: None) -> AsyncIterator[Live]:
+    upstream = FakeOpenAI()
+    async with contextlib.AsyncExitStack() as stack:
+        upstream_url = await stack.enter_async_context(serve(upstream.asgi()))
+        yield Live(upstream, upstream_url, database_url, stack)

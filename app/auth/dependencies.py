@@ -144,6 +144,21 @@ def require_scope(*any_of: str, stream: bool = False) -> Callable[..., Awaitable
     return check
 
 
+def require_api_key(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, which must be a project API key holding `scope`."""
+
+    async def check(caller: Principal = Depends(require_scope(scope))) -> Principal:
+        if not caller.is_api_key:
+            raise ForbiddenError(
+                "This endpoint takes a project API key (Authorization: Bearer cbp_...); create "
+                "one with POST /projects/{project_id}/api-keys.",
+                code="api_key_required",
+            )
+        return caller
+
+    return check
+
+
 async def _principal(token: str | None, settings: Settings, auth: AuthService) -> Principal:
     if token and looks_like_api_key(token):
         raise ForbiddenError(

@@ -143,20 +143,54 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# Paths that answer errors in OpenAI's shape, for OpenAI clients and SDKs.
+OPENAI_PATH_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(
+    status_code: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """`{"error": {message, type, param, code}}` as OpenAI's API sends it."""
+    param = next((d.get("field") for d in details or [] if d.get("field")), None)
+    kind = _OPENAI_TYPES.get(
+        status_code, "api_error" if status_code >= 500 else "invalid_request_error"
+    )
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 def _error_response(
     status_code: int,
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    request: Request | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
     all_headers = dict(headers or {})
     request_id = request_id_var.get()
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
+    if request is not None and request.url.path.startswith(OPENAI_PATH_PREFIX):
+        # OpenAI reports invalid requests as 400.
+        status_code = 400 if status_code == 422 else status_code
+        return JSONResponse(
+            openai_error_body(status_code, code, message, details),
+            status_code=status_code,
+            headers=all_headers,
+        )
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
     return JSONResponse({"error": body}, status_code=status_code, headers=all_headers)
 
 
@@ -172,19 +206,25 @@ _HTTP_CODES = {
 }
 
 
-async def _app_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)  # noqa: S101 - registered for AppError only
-    return _error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return _error_response(
+        exc.status_code, exc.code, exc.message, exc.details, exc.headers, request
+    )
 
 
-async def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     code, default_message = _HTTP_CODES.get(exc.status_code, ("http_error", "Request failed."))
     # Starlette's default detail is the bare status phrase; ours says more.
     custom = isinstance(exc.detail, str) and exc.detail != HTTPStatus(exc.status_code).phrase
     message = exc.detail if custom and exc.status_code != 404 else None
     return _error_response(
-        exc.status_code, code, message or default_message, headers=dict(exc.headers or {})
+        exc.status_code,
+        code,
+        message or default_message,
+        headers=dict(exc.headers or {}),
+        request=request,
     )
 
 
@@ -197,7 +237,7 @@ def _jsonable_error(error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # noqa: S101
     details = [_jsonable_error(dict(error)) for error in exc.errors()]
     if any(d["type"] == "json_invalid" for d in details):
@@ -208,7 +248,7 @@ async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
         message = "The request is invalid: " + "; ".join(
             f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:5]
         )
-    return _error_response(422, "validation_error", message, details)
+    return _error_response(422, "validation_error", message, details, request=request)
 
 
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -219,7 +259,9 @@ async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResp
         type(exc).__name__,
         exc_info=exc,
     )
-    return _error_response(500, "internal_error", "Something went wrong on our side.")
+    return _error_response(
+        500, "internal_error", "Something went wrong on our side.", request=request
+    )
 
 
 def register_error_handlers(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.errors import OPENAI_PATH_PREFIX, openai_error_body
 from app.core.logging import request_id_var
 
 
@@ -26,7 +27,7 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject(send)
+            await self._reject(send, scope.get("path", ""))
             return
 
         received = 0
@@ -47,15 +48,12 @@ class BodySizeLimitMiddleware:
     def _message(self) -> str:
         return f"The request body is larger than {self.max_body_bytes} bytes."
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": self._message,
-                }
-            }
-        ).encode()
+    async def _reject(self, send: Send, path: str) -> None:
+        if path.startswith(OPENAI_PATH_PREFIX):
+            payload = openai_error_body(413, "payload_too_large", self._message)
+        else:
+            payload = {"error": {"code": "payload_too_large", "message": self._message}}
+        body = json.dumps(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         request_id = request_id_var.get()
         if request_id:

@@ -4,10 +4,7 @@ speaks the OpenAI streaming wire format and can stall, cut and fail mid-stream."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,43 +13,13 @@ import pytest
 from sqlalchemy import update
 
 from app.core.db import create_engine
-from app.main import create_app
 from app.models import ChatMessage
 from tests import factories
-from tests.conftest import make_settings
-from tests.fake_openai import Behaviour, FakeOpenAI
-from tests.live import Stream, read_events, serve, stream_request
+from tests.conftest import Live, make_settings
+from tests.fake_openai import Behaviour
+from tests.live import Stream, read_events, stream_request
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(40))
-
-
-@dataclass
-class Live:
-    upstream: FakeOpenAI
-    upstream_url: str
-    database_url: str
-    stack: contextlib.AsyncExitStack
-
-    async def api(self, **overrides: Any) -> httpx.AsyncClient:
-        """Start one more API instance (sharing the database); returns a client for it."""
-        values: dict[str, Any] = {
-            "LLM_BASE_URL": f"{self.upstream_url}/v1",
-            "STREAM_FLUSH_SECONDS": 0.05,
-            "STREAM_POLL_SECONDS": 0.05,
-            "SHUTDOWN_GRACE_SECONDS": 0,
-        }
-        settings = make_settings(self.database_url, **(values | overrides))
-        url = await self.stack.enter_async_context(serve(create_app(settings)))
-        client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(20.0))
-        return await self.stack.enter_async_context(client)
-
-
-@pytest.fixture
-async def live(database_url: str, clean_database: None) -> AsyncIterator[Live]:
-    upstream = FakeOpenAI()
-    async with contextlib.AsyncExitStack() as stack:
-        upstream_url = await stack.enter_async_context(serve(upstream.asgi()))
-        yield Live(upstream, upstream_url, database_url, stack)
 
 
 async def _setup(client: httpx.AsyncClient) -> tuple[factories.Account, str]:
