@@ -76,7 +76,7 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         http_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=10.0),
+            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             transport=llm_transport,
         )

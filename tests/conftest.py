@@ -95,6 +95,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "LLM_BASE_URL": UPSTREAM_BASE_URL,
         "LLM_MODEL": None,
         "LLM_TIMEOUT": 5.0,
+        # One attempt per call unless a test asks for retries (tests/llm/test_resilience.py).
+        "LLM_MAX_ATTEMPTS": 1,
+        "LLM_RETRY_BASE_SECONDS": 0.05,
         "REDIS_URL": None,
         "CORS_ORIGINS": [],
         "SECRET_KEY": "test-secret-key-with-enough-length-0123456789",

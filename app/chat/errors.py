@@ -15,12 +15,14 @@ from app.llm.base import (
     LLMResponseError,
     LLMTimeoutError,
 )
+from app.llm.resilience import LLMCircuitOpenError
 
 DEFAULT_RETRY_AFTER_SECONDS = 10
 
 # (status, code) per error type; the first match wins, so subclasses come first.
 _MAPPING: tuple[tuple[type[LLMError], int, str], ...] = (
     (LLMTimeoutError, 504, "llm_timeout"),
+    (LLMCircuitOpenError, 503, "llm_circuit_open"),
     (LLMRateLimitError, 429, "llm_rate_limited"),
     (LLMNotConfiguredError, 503, "llm_not_configured"),
     (LLMConnectionError, 503, "llm_unavailable"),
@@ -42,6 +44,8 @@ def upstream_error(exc: LLMError, details: list[dict[str, Any]] | None = None) -
     headers = {}
     if isinstance(exc, LLMRateLimitError):
         headers["Retry-After"] = str(exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
+    elif isinstance(exc, LLMCircuitOpenError):
+        headers["Retry-After"] = str(exc.retry_after)
     return UpstreamError(
         f"The LLM request failed: {exc.message}",
         status_code=status,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,7 @@ from app.intents.matcher import IntentRule, match_intent
 from app.intents.repository import IntentRepository
 from app.llm.base import LLMError, LLMProvider
 from app.llm.registry import ProviderRegistry
+from app.llm.resilience import ResilientProvider, Target
 from app.llm.types import CompletionRequest, LLMMessage
 from app.models import Project
 from app.prompts.repository import PromptRepository
@@ -64,13 +65,15 @@ async def plan_reply(
             )
     prompts = await PromptRepository(db, workspace_id).active_contents(project.id)
     system = [render(p, context) for p in prompts] or [DEFAULT_SYSTEM_PROMPT]
+    targets, setup_error = _targets(registry, project)
+    primary = targets[0] if targets else None
     provider: LLMProvider | None = None
-    setup_error: LLMError | None = None
-    try:
-        provider = registry.get(project.provider)
-    except LLMError as exc:
-        setup_error = exc
-    model = registry.model_for(provider, project.model) if provider else project.model
+    if targets:
+        policy = registry.policy
+        if project.llm_timeout is not None:
+            policy = replace(policy, total_timeout=project.llm_timeout)
+        provider = ResilientProvider(targets, policy, registry.breakers)
+    model = primary.model if primary else project.model
     request = CompletionRequest(
         model=model or "",
         messages=(
@@ -86,7 +89,27 @@ async def plan_reply(
     return ReplyPlan(
         request=request,
         provider=provider,
-        provider_name=provider.name if provider else (project.provider or None),
+        provider_name=primary.provider.name if primary else (project.provider or None),
         model=model,
         setup_error=setup_error,
     )
+
+
+def _targets(registry: ProviderRegistry, project: Project) -> tuple[list[Target], LLMError | None]:
+    """The project's provider/model, then its fallbacks; those not configured here are left
+    out (the first such error is kept for when none is left)."""
+    wanted = [(project.provider, project.model)] + [
+        (f.get("provider"), f.get("model")) for f in project.fallback_models or []
+    ]
+    targets: list[Target] = []
+    first_error: LLMError | None = None
+    for name, model in wanted:
+        try:
+            provider = registry.get(name)
+        except LLMError as exc:
+            first_error = first_error or exc
+            continue
+        target = Target(provider, registry.model_for(provider, model))
+        if target not in targets:
+            targets.append(target)
+    return targets, (None if targets else first_error)

@@ -37,6 +37,7 @@ from app.core.dependencies import SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
 from app.intents.schemas import Link
+from app.llm.resilience import report_headers
 
 chat_router = APIRouter(tags=["Chat"])
 sessions_router = APIRouter(tags=["Sessions"], responses=error_responses(401, 404, 422))
@@ -104,7 +105,10 @@ async def _answer(
 ) -> Response | ChatResponse:
     if stream:
         return _turn_stream(turn, generation, ping)
-    return chat_response(await chat.wait_for_reply(turn, generation))
+    turn = await chat.wait_for_reply(turn, generation)
+    return JSONResponse(
+        chat_response(turn).model_dump(mode="json"), headers=report_headers(turn.report)
+    )
 
 
 def chat_response(turn: ChatTurn) -> ChatResponse:

@@ -100,8 +100,11 @@ class MessageRead(BaseModel):
         description="`complete`, `failed` (see `error`), `incomplete` (stopped part-way; see "
         "`error`), `pending` (being generated) or `superseded` (replaced by a regenerated reply)."
     )
-    provider: str | None = None
-    model: str | None = None
+    provider: str | None = Field(default=None, description="The provider that answered.")
+    model: str | None = Field(default=None, description="The model that answered.")
+    attempts: int | None = Field(
+        default=None, description="LLM calls made for this reply, retries and fallbacks included."
+    )
     usage: UsageRead | None = None
     latency_ms: int | None = Field(default=None, description="Time the LLM took to answer.")
     finish_reason: str | None = None
@@ -139,6 +142,7 @@ class MessageRead(BaseModel):
             status=message.status,
             provider=message.provider,
             model=message.model,
+            attempts=message.attempts,
             usage=usage,
             latency_ms=message.latency_ms,
             finish_reason=message.finish_reason,

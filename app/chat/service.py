@@ -40,6 +40,7 @@ from app.core.errors import (
 )
 from app.intents.matcher import IntentRule
 from app.llm.registry import ProviderRegistry
+from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage
 from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus, Project
 from app.projects.service import ProjectService
@@ -56,6 +57,7 @@ class ChatTurn:
     intent: IntentRule | None = None  # the intent whose canned reply answers
     fallback_reply: str | None = None  # the project's, sent if the LLM fails
     fallback: bool = False  # the LLM failed and `fallback_reply` is the answer
+    report: CallReport | None = None  # the LLM call's attempts and fallback, once made
 
 
 @dataclass
@@ -148,6 +150,7 @@ class ChatService:
         """Wait for a started reply; a failed one is raised as the matching HTTP error."""
         final = await generation.wait()
         turn.assistant_message = generation.message
+        turn.report = generation.report
         if final is None or final.error is None:
             return turn
         details = [_turn_details(turn)]
@@ -155,7 +158,9 @@ class ChatService:
             if turn.fallback_reply is not None:  # the failure stays recorded on the message
                 turn.fallback = True
                 return turn
-            raise upstream_error(generation.error, details=details)
+            error = upstream_error(generation.error, details=details)
+            error.headers |= report_headers(turn.report)
+            raise error
         code, message = final.error.code, final.error.message
         if code == CANCELLED[0]:
             raise ConflictError(message, code=code, details=details)

@@ -19,6 +19,7 @@ from app.core.config import Settings
 from app.core.errors import field_error
 from app.llm.base import LLMError
 from app.llm.registry import ProviderRegistry
+from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage, StreamChunk, Usage
 from app.models import Project
 from app.projects.service import ProjectService
@@ -41,6 +42,7 @@ class StatelessReply:
     intent_name: str | None = None
     fallback: bool = False  # the LLM failed; `content` is the project's fallback reply
     latency_ms: int = 0
+    report: CallReport | None = None
 
 
 class StatelessChat:
@@ -144,6 +146,7 @@ class StatelessChat:
             finish_reason=completion.finish_reason,
             usage=completion.usage,
             latency_ms=int((time.perf_counter() - started) * 1000),
+            report=_report(turn),
         )
 
     async def stream(self, turn: StatelessTurn) -> AsyncIterator[StreamChunk]:
@@ -186,14 +189,22 @@ class StatelessChat:
             turn.project.fallback_reply is not None,
         )
         if turn.project.fallback_reply is None:
-            raise upstream_error(exc)
+            error = upstream_error(exc)
+            error.headers |= report_headers(_report(turn))
+            raise error
         return StatelessReply(
             content=turn.project.fallback_reply,
             model=turn.plan.model or turn.project.slug,
             finish_reason="stop",
             usage=None,
             fallback=True,
+            report=_report(turn),
         )
+
+
+def _report(turn: StatelessTurn) -> CallReport | None:
+    report = getattr(turn.plan.provider, "report", None)
+    return report if isinstance(report, CallReport) else None
 
 
 async def _empty() -> AsyncIterator[StreamChunk]:

@@ -31,6 +31,7 @@ from app.chat.repository import MessageRepository, SessionRepository
 from app.chat.schemas import MessageRead
 from app.core.config import Settings
 from app.llm.base import LLMError, LLMProvider
+from app.llm.resilience import CallReport
 from app.llm.types import CompletionRequest, Usage
 from app.models import ChatMessage, MessageStatus
 
@@ -125,6 +126,12 @@ class Generation:
     @property
     def message_id(self) -> uuid.UUID:
         return self.message.id
+
+    @property
+    def report(self) -> CallReport | None:
+        """How the LLM call went (attempts, fallback), once it has been made."""
+        report = getattr(self.provider, "report", None)
+        return report if isinstance(report, CallReport) else None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -224,6 +231,12 @@ class Generation:
             "model": model or self.request.model or None,
             "finish_reason": finish_reason,
         }
+        report = self.report
+        if report is not None:  # who answered, after retries and fallbacks
+            values["attempts"] = report.attempts
+            if report.provider is not None:
+                values["provider"] = report.provider
+                values["model"] = model or report.model
         if usage is not None:
             values |= {
                 "prompt_tokens": usage.prompt_tokens,

@@ -31,6 +31,7 @@ from app.core.errors import (
     openai_error_body,
 )
 from app.llm.base import LLMError
+from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage, StreamChunk
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -188,7 +189,10 @@ async def _prepare(chat: StatelessChat, body: ChatCompletionRequest) -> Stateles
 
 
 def _headers(turn: StatelessTurn, fallback: bool) -> dict[str, str]:
+    report = getattr(turn.plan.provider, "report", None)
     headers = {"X-Chatbot-Project": str(turn.project.id)}
+    if isinstance(report, CallReport):
+        headers |= report_headers(report)
     if turn.plan.intent is not None:
         headers["X-Chatbot-Intent"] = turn.plan.intent.name
     if fallback:

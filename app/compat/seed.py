@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from app.chat.schemas import ChatRequest, MessageRead, UsageRead
@@ -15,6 +15,7 @@ from app.compat.dependencies import KeyChatServiceDep, StatelessChatDep
 from app.core.errors import error_responses, field_error
 from app.intents.matcher import IntentRule
 from app.intents.schemas import Link
+from app.llm.resilience import report_headers
 from app.llm.types import LLMMessage
 
 router = APIRouter(tags=["Server-to-server"])
@@ -117,7 +118,10 @@ def _intent_fields(intent: IntentRule | None) -> dict[str, object]:
     responses=error_responses(401, 403, 404, 413, 422, 429, 502, 503, 504),
 )
 async def simple_chat(
-    body: SimpleChatRequest, stateless: StatelessChatDep, stored: KeyChatServiceDep
+    body: SimpleChatRequest,
+    response: Response,
+    stateless: StatelessChatDep,
+    stored: KeyChatServiceDep,
 ) -> SimpleChatResponse:
     """Answer a message with the project's agent (authenticate with a project API key holding
     `chat`; the key selects the project).
@@ -144,6 +148,7 @@ async def simple_chat(
         )
         turn, generation = await chat.start_turn(request, stream=False)
         turn = await chat.wait_for_reply(turn, generation)
+        response.headers.update(report_headers(turn.report))
         reply = MessageRead.from_model(turn.assistant_message)
         return SimpleChatResponse(
             reply=turn.fallback_reply if turn.fallback and turn.fallback_reply else reply.content,
@@ -161,6 +166,7 @@ async def simple_chat(
     planned = await stateless.prepare(message=body.message, history=history, context=body.context)
     answer = await stateless.complete(planned)
     usage = answer.usage
+    response.headers.update(report_headers(answer.report))
     return SimpleChatResponse(
         reply=answer.content,
         fallback=answer.fallback,

@@ -52,7 +52,20 @@ class Settings(BaseSettings):
     LLM_MODEL: str | None = None
     LLM_TEMPERATURE: float = Field(default=0.7, ge=0.0, le=2.0)
     LLM_MAX_TOKENS: int = Field(default=1000, ge=1, le=32768)
+    # Per attempt: connecting, and the wait for each response chunk.
+    LLM_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=120)
     LLM_TIMEOUT: float = Field(default=30.0, gt=0, le=600)
+    # Per turn: every attempt, retry and fallback included; and, when streaming, until the
+    # first chunk of each attempt.
+    LLM_TOTAL_TIMEOUT: float = Field(default=120.0, gt=0, le=3600)
+    LLM_FIRST_TOKEN_TIMEOUT: float = Field(default=30.0, gt=0, le=600)
+    # Attempts per provider/model on retryable failures, and the backoff between them.
+    LLM_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=10)
+    LLM_RETRY_BASE_SECONDS: float = Field(default=0.5, ge=0, le=60)
+    LLM_RETRY_MAX_SECONDS: float = Field(default=8.0, ge=0, le=300)
+    # A provider+model is skipped for the cool-down after this many consecutive failures.
+    LLM_BREAKER_THRESHOLD: int = Field(default=5, ge=1, le=1000)
+    LLM_BREAKER_COOLDOWN_SECONDS: float = Field(default=30.0, gt=0, le=3600)
     GROQ_API_KEY: SecretStr | None = None
     OPENAI_API_KEY: SecretStr | None = None
     OPENROUTER_API_KEY: SecretStr | None = None

@@ -18,10 +18,21 @@ router = APIRouter(tags=["Health"])
 READY_TIMEOUT_SECONDS = 3.0
 
 
+class CircuitRead(BaseModel):
+    provider: str
+    model: str
+    state: str = Field(description="`closed` (in use), `open` (skipped), `half_open` (trying).")
+    consecutive_failures: int
+    retry_in_seconds: float | None = Field(description="When an open circuit is tried again.")
+
+
 class LLMStatus(BaseModel):
     provider: str
     model: str
     configured_providers: list[str]
+    circuits: list[CircuitRead] = Field(
+        description="This process's circuit breakers, one per provider+model it has called."
+    )
     warning: str | None = None
 
 
@@ -61,6 +72,7 @@ async def health(request: Request, settings: SettingsDep, registry: LLMRegistryD
             provider=registry.default_name,
             model=registry.default_model,
             configured_providers=sorted(registry.providers),
+            circuits=[CircuitRead(**c) for c in registry.breakers.snapshot()],
             warning=warning,
         ),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -11,6 +11,7 @@ from app.core.config import PROVIDER_BASE_URLS, PROVIDER_DEFAULT_MODELS, Setting
 from app.llm.base import LLMNotConfiguredError, LLMProvider
 from app.llm.providers.echo import EchoProvider
 from app.llm.providers.openai_compat import OpenAICompatibleProvider
+from app.llm.resilience import BreakerBoard, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class ProviderRegistry:
     providers: Mapping[str, LLMProvider]
     default_name: str
     default_model: str
+    breakers: BreakerBoard = field(default_factory=lambda: BreakerBoard(threshold=5, cooldown=30.0))
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def get(self, name: str | None) -> LLMProvider:
         """The named provider, or the default; raises LLMNotConfiguredError if not configured."""
@@ -59,7 +62,23 @@ def build_registry(settings: Settings, http_client: httpx.AsyncClient) -> Provid
             api_key=key.get_secret_value() if key else None,
             extra_headers=headers,
             timeout=settings.LLM_TIMEOUT,
+            connect_timeout=settings.LLM_CONNECT_TIMEOUT,
         )
     if settings.ENVIRONMENT == "development" or default == "echo":
         providers["echo"] = EchoProvider()
-    return ProviderRegistry(providers, default_name=default, default_model=settings.default_model)
+    return ProviderRegistry(
+        providers,
+        default_name=default,
+        default_model=settings.default_model,
+        breakers=BreakerBoard(
+            threshold=settings.LLM_BREAKER_THRESHOLD,
+            cooldown=settings.LLM_BREAKER_COOLDOWN_SECONDS,
+        ),
+        policy=RetryPolicy(
+            max_attempts=settings.LLM_MAX_ATTEMPTS,
+            base_delay=settings.LLM_RETRY_BASE_SECONDS,
+            max_delay=settings.LLM_RETRY_MAX_SECONDS,
+            total_timeout=settings.LLM_TOTAL_TIMEOUT,
+            first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
+        ),
+    )

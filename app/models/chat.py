@@ -91,6 +91,8 @@ class ChatMessage(UUIDPrimaryKey, WorkspaceScoped, Base):
     heartbeat_at: Mapped[datetime | None]
     # Set by `POST .../cancel`; the generating process (any of them) sees it and stops.
     cancel_requested_at: Mapped[datetime | None]
+    # LLM calls made for this reply (retries and fallbacks included).
+    attempts: Mapped[int | None]
     # The intent whose canned reply this is (null: the LLM answered).
     intent: Mapped[str | None] = mapped_column(String(100))
     feedback_rating: Mapped[str | None] = mapped_column(String(10))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPrimaryKey, WorkspaceScoped
@@ -23,6 +24,13 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     temperature: Mapped[float | None]
     max_tokens: Mapped[int | None]
     history_window: Mapped[int] = mapped_column(default=20)
+    # Tried in order when the provider/model above fails with a retryable error:
+    # [{"provider": "openrouter", "model": "..."}]; provider null means the default one.
+    fallback_models: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
+    # The turn's deadline in seconds (every attempt and fallback); null: LLM_TOTAL_TIMEOUT.
+    llm_timeout: Mapped[float | None]
     # Sent instead of an error when the LLM fails (the failure is still recorded).
     fallback_reply: Mapped[str | None] = mapped_column(Text)
 

@@ -22,6 +22,28 @@ FallbackReply = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
 ]
 
+_PROVIDER_DOC = "LLM provider; null means the deployment's default (`/health` shows which)."
+LLMTimeout = Annotated[float, Field(ge=1, le=600)]
+
+
+class FallbackModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: LLMProviderName | None = Field(default=None, description=_PROVIDER_DOC)
+    model: ModelName
+
+
+FallbackModels = Annotated[list[FallbackModel], Field(max_length=3)]
+
+_FALLBACK_MODELS_DOC = (
+    "Up to 3 `{provider, model}` pairs tried in order when the project's own provider/model "
+    "fails with a retryable error (unreachable, timeout, 429, 5xx) before any text was sent."
+)
+_LLM_TIMEOUT_DOC = (
+    "The turn's deadline in seconds (1..600), every attempt and fallback included; null: "
+    "the deployment's `LLM_TOTAL_TIMEOUT`."
+)
+
 _SLUG_DOC = (
     "Lowercase letters, digits and dashes, unique in your workspace; names the project as the "
     "`model` of `/v1/chat/completions`. Derived from the name when omitted."
@@ -30,8 +52,6 @@ _FALLBACK_DOC = (
     "Sent instead of an error when the LLM fails (flagged `fallback: true`; the failure is still "
     "recorded). Null: failures are reported as errors."
 )
-
-_PROVIDER_DOC = "LLM provider; null means the deployment's default (`/health` shows which)."
 
 
 class ProjectCreate(BaseModel):
@@ -53,6 +73,8 @@ class ProjectCreate(BaseModel):
         default=20, description="How many stored messages each turn sends as context (0..200)."
     )
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
+    fallback_models: FallbackModels = Field(default_factory=list, description=_FALLBACK_MODELS_DOC)
+    llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
 
 
 class ProjectUpdate(BaseModel):
@@ -71,6 +93,8 @@ class ProjectUpdate(BaseModel):
     max_tokens: MaxTokens | None = None
     history_window: HistoryWindow | None = None
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
+    fallback_models: FallbackModels | None = Field(default=None, description=_FALLBACK_MODELS_DOC)
+    llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
 
 
 class ProjectRead(BaseModel):
@@ -86,5 +110,7 @@ class ProjectRead(BaseModel):
     max_tokens: int | None
     history_window: int
     fallback_reply: str | None
+    fallback_models: list[FallbackModel]
+    llm_timeout: float | None
     created_at: datetime
     updated_at: datetime

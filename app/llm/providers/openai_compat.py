@@ -39,6 +39,7 @@ class OpenAICompatibleProvider:
         api_key: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.name = name
         self.default_model = default_model
@@ -47,8 +48,8 @@ class OpenAICompatibleProvider:
         self._headers = {"Content-Type": "application/json", **(extra_headers or {})}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        # The read timeout bounds the wait for each chunk; connect is kept short.
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        # Per attempt: the read timeout bounds the wait for each chunk; connect is kept short.
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, connect_timeout))
 
     def _payload(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
