@@ -23,6 +23,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
 from app.core.middleware import BodySizeLimitMiddleware
+from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
 from app.llm.registry import build_registry
@@ -86,6 +87,7 @@ def _lifespan(
         app.state.http_client = http_client
         app.state.llm_registry = registry = build_registry(settings, http_client)
         app.state.generations = generations = GenerationRegistry()
+        app.state.rate_limits = RateLimits(settings)
         logger.info(
             "started environment=%s database=%s llm_provider=%s llm_model=%s",
             settings.ENVIRONMENT,

@@ -30,6 +30,16 @@ class ApiKeyCreate(BaseModel):
     expires_at: datetime | None = Field(
         default=None, description="When the key stops working (must be in the future)."
     )
+    rate_limit_per_minute: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Chat turns per minute with this key; null: RATE_LIMIT_API_KEY_PER_MINUTE, "
+        "0: unlimited.",
+    )
+    tokens_per_day: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="LLM tokens per 24 hours with this key; null: QUOTA_API_KEY_TOKENS_PER_DAY, "
+        "0: unlimited.",
+    )
 
     @field_validator("scopes")
     @classmethod
@@ -46,6 +56,8 @@ class ApiKeyRead(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None
+    rate_limit_per_minute: int | None
+    tokens_per_day: int | None
 
 
 class ApiKeyCreated(ApiKeyRead):

@@ -47,6 +47,8 @@ def to_read(key: ApiKey) -> ApiKeyRead:
         created_at=key.created_at,
         last_used_at=key.last_used_at,
         expires_at=key.expires_at,
+        rate_limit_per_minute=key.rate_limit_per_minute,
+        tokens_per_day=key.tokens_per_day,
     )
 
 
@@ -78,6 +80,8 @@ class ApiKeyService:
                 created_by_id=created_by,
                 created_at=datetime.now(UTC),
                 expires_at=as_utc(data.expires_at) if data.expires_at else None,
+                rate_limit_per_minute=data.rate_limit_per_minute,
+                tokens_per_day=data.tokens_per_day,
             )
         )
         await self.session.flush()

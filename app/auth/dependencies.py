@@ -46,6 +46,8 @@ class Principal:
     project_id: uuid.UUID | None = None  # an API key's project
     scopes: frozenset[str] | None = None  # None: a user, who may do everything
     end_user_id: str | None = None  # the API-key caller's end user (`X-End-User-ID`)
+    key_rate_limit: int | None = None  # an API key's own limits (None: the defaults)
+    key_tokens_per_day: int | None = None
 
     @property
     def is_api_key(self) -> bool:
@@ -105,6 +107,8 @@ async def get_caller(
         project_id=key.project_id,
         scopes=frozenset(key.scopes.split()),
         end_user_id=x_end_user_id or None,
+        key_rate_limit=key.rate_limit_per_minute,
+        key_tokens_per_day=key.tokens_per_day,
     )
 
 

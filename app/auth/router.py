@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from app.auth.dependencies import AuthServiceDep, CurrentPrincipal
 from app.auth.schemas import LoginJSON, RefreshRequest, TokenPair, UserCreate, UserMe, UserRead
-from app.core.errors import error_responses
+from app.core.dependencies import RateLimitsDep, SettingsDep
+from app.core.errors import UnauthorizedError, error_responses
+from app.core.ratelimit import Rule
 
 router = APIRouter(prefix="/auth", tags=["Auth"])
 users_router = APIRouter(prefix="/users", tags=["Users"])
@@ -43,11 +45,26 @@ _LOGIN_BODY: dict[str, Any] = {
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=error_responses(409, 422),
+    responses=error_responses(409, 422, 429),
 )
-async def register(body: UserCreate, auth: AuthServiceDep) -> Any:
-    """Create an account (and its personal workspace). Passwords are 8..128 characters."""
+async def register(
+    body: UserCreate,
+    request: Request,
+    auth: AuthServiceDep,
+    limits: RateLimitsDep,
+    settings: SettingsDep,
+) -> Any:
+    """Create an account (and its personal workspace). Passwords are 8..128 characters.
+    Registrations are throttled per client IP (`REGISTRATIONS_PER_IP_PER_HOUR`)."""
+    ip = _client_ip(request)
+    await limits.hit([Rule("register_ip", (ip,), settings.REGISTRATIONS_PER_IP_PER_HOUR, "hour")])
     return await auth.register(body.email, body.password)
+
+
+def _client_ip(request: Request) -> str:
+    """The peer address (behind a proxy, run uvicorn with --proxy-headers and
+    FORWARDED_ALLOW_IPS so this is the client's)."""
+    return request.client.host if request.client else "unknown"
 
 
 async def _login_credentials(request: Request) -> LoginJSON:
@@ -69,12 +86,33 @@ async def _login_credentials(request: Request) -> LoginJSON:
     "/login",
     response_model=TokenPair,
     openapi_extra=_LOGIN_BODY,
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 422, 429),
 )
-async def login(request: Request, auth: AuthServiceDep) -> TokenPair:
-    """Exchange email and password (OAuth2 form `username`/`password`, or JSON) for tokens."""
+async def login(
+    request: Request, auth: AuthServiceDep, limits: RateLimitsDep, settings: SettingsDep
+) -> TokenPair:
+    """Exchange email and password (OAuth2 form `username`/`password`, or JSON) for tokens.
+
+    Throttled against brute force: attempts per client IP per minute, and failed attempts per
+    account per 15 minutes (then 429 `rate_limited` with `Retry-After`)."""
     credentials = await _login_credentials(request)
-    return await auth.login(credentials.email, credentials.password)
+    ip = _client_ip(request)
+    await limits.hit([Rule("login_ip", (ip,), settings.LOGIN_ATTEMPTS_PER_IP_PER_MINUTE)])
+    account = Rule(
+        "login_account",
+        (credentials.email.strip().lower(),),
+        settings.LOGIN_FAILURES_PER_ACCOUNT,
+        "minute",
+        15,
+    )
+    await limits.refuse_if_exhausted(
+        account, "Too many failed sign-ins for this account; try again later."
+    )
+    try:
+        return await auth.login(credentials.email, credentials.password)
+    except UnauthorizedError:
+        await limits.count(account)
+        raise
 
 
 @router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 422))

@@ -15,7 +15,7 @@ from app.chat.sessions import SessionService
 from app.chat.streaming import GenerationRegistry
 from app.chat.usage import UsageService
 from app.core.db import SessionDep, SessionmakerDep
-from app.core.dependencies import LLMRegistryDep, SettingsDep
+from app.core.dependencies import LLMRegistryDep, RateLimitsDep, SettingsDep
 
 
 def get_generations(request: Request) -> GenerationRegistry:
@@ -34,9 +34,10 @@ def _chat_service(
         registry: LLMRegistryDep,
         settings: SettingsDep,
         generations: GenerationsDep,
+        limits: RateLimitsDep,
         principal: Principal = Depends(caller),  # a default: see require_scope
     ) -> ChatService:
-        return ChatService(maker, principal, registry, settings, generations)
+        return ChatService(maker, principal, registry, settings, generations, limits)
 
     return build
 

@@ -7,14 +7,16 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.auth.dependencies import Principal
 from app.chat.errors import upstream_error
+from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
 from app.chat.schemas import ChatRequest
@@ -38,6 +40,7 @@ from app.core.errors import (
     ValidationFailedError,
     field_error,
 )
+from app.core.ratelimit import RateLimits, Rule
 from app.intents.matcher import IntentRule
 from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
@@ -63,6 +66,7 @@ class ChatTurn:
 @dataclass
 class _PreparedTurn(ChatTurn):
     plan: ReplyPlan | None = None
+    budgets: list[Rule] = field(default_factory=list)  # token budgets the reply is charged to
 
 
 def session_not_found() -> NotFoundError:
@@ -106,6 +110,7 @@ class ChatService:
         registry: ProviderRegistry,
         settings: Settings,
         generations: GenerationRegistry,
+        limits: RateLimits,
     ) -> None:
         self.maker = maker
         self.principal = principal
@@ -114,6 +119,7 @@ class ChatService:
         self.registry = registry
         self.settings = settings
         self.generations = generations
+        self.limits = limits
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -131,7 +137,9 @@ class ChatService:
         principal = self.principal.with_end_user(end_user_id)
         if principal is self.principal:
             return self
-        return ChatService(self.maker, principal, self.registry, self.settings, self.generations)
+        return ChatService(
+            self.maker, principal, self.registry, self.settings, self.generations, self.limits
+        )
 
     async def start_turn(self, data: ChatRequest, *, stream: bool) -> tuple[ChatTurn, Generation]:
         """Store the message and a pending reply, and start generating it in the background."""
@@ -184,6 +192,7 @@ class ChatService:
                 setup_error=plan.setup_error,
                 canned=plan.canned,
                 fallback_reply=prepared.fallback_reply,
+                on_tokens=partial(self.limits.charge, prepared.budgets),
                 stream=stream,
             )
         )
@@ -204,6 +213,7 @@ class ChatService:
             if self.audience.project_id not in (None, data.project_id):
                 raise project_not_found()
             project = await ProjectService(db, self.workspace_id).get(data.project_id)
+            admitted = await admit_turn(self.limits, self.settings, self.principal, project)
             sessions = SessionRepository(db, self.workspace_id, self.audience)
             messages = MessageRepository(db, self.workspace_id)
             if data.session_id is None:
@@ -240,9 +250,11 @@ class ChatService:
                     completed_at=now,
                 )
             )
-            return await self._add_pending_reply(
+            prepared = await self._add_pending_reply(
                 db, project, user_message, history, seq=last_seq, now=now, context=data.context
             )
+            prepared.budgets = admitted.tokens
+            return prepared
 
     async def _prepare_regenerate(self, session_id: uuid.UUID) -> _PreparedTurn:
         now = datetime.now(UTC)
@@ -253,6 +265,7 @@ class ChatService:
             if chat_session is None:
                 raise session_not_found()
             project = await ProjectService(db, self.workspace_id).get(chat_session.project_id)
+            admitted = await admit_turn(self.limits, self.settings, self.principal, project)
             previous = await messages.last_of_role(session_id, MessageRole.ASSISTANT)
             user_message = await messages.last_of_role(session_id, MessageRole.USER)
             if previous is None or user_message is None or previous.seq < user_message.seq:
@@ -269,9 +282,11 @@ class ChatService:
                 session_id, project.history_window, before_seq=user_message.seq
             )
             seq = await sessions.reserve_seqs(session_id, 1, now)
-            return await self._add_pending_reply(
+            prepared = await self._add_pending_reply(
                 db, project, user_message, history, seq=seq, now=now
             )
+            prepared.budgets = admitted.tokens
+            return prepared
 
     async def _add_pending_reply(
         self,

@@ -7,16 +7,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.dependencies import Principal
 from app.chat.errors import classify, upstream_error
+from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.service import project_not_found
 from app.core.config import Settings
 from app.core.errors import field_error
+from app.core.ratelimit import RateLimits, Rule
 from app.llm.base import LLMError
 from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
@@ -31,6 +33,11 @@ logger = logging.getLogger("app.chat.stateless")
 class StatelessTurn:
     project: Project  # detached: only its loaded columns are read
     plan: ReplyPlan
+    budgets: list[Rule] = field(default_factory=list)  # token budgets the reply is charged to
+
+    async def charge(self, limits: RateLimits, usage: Usage | None) -> None:
+        if usage is not None:
+            await limits.charge(self.budgets, usage.total_tokens)
 
 
 @dataclass(frozen=True)
@@ -52,18 +59,20 @@ class StatelessChat:
         principal: Principal,
         registry: ProviderRegistry,
         settings: Settings,
+        limits: RateLimits,
     ) -> None:
         self.maker = maker
         self.principal = principal
         self.registry = registry
         self.settings = settings
+        self.limits = limits
 
     def for_end_user(self, end_user_id: str | None) -> StatelessChat:
         """The same service acting for the end user a request body names."""
         principal = self.principal.with_end_user(end_user_id)
         if principal is self.principal:
             return self
-        return StatelessChat(self.maker, principal, self.registry, self.settings)
+        return StatelessChat(self.maker, principal, self.registry, self.settings, self.limits)
 
     async def project(self) -> Project:
         """The key's project."""
@@ -107,6 +116,7 @@ class StatelessChat:
                 if found is None or found.id != self.principal.project_id:
                     raise project_not_found()
                 project = found
+            admitted = await admit_turn(self.limits, self.settings, self.principal, project)
             plan = await plan_reply(
                 db,
                 self.principal.workspace_id,
@@ -118,7 +128,7 @@ class StatelessChat:
                 context=context,
                 extra_system=extra_system,
             )
-        return StatelessTurn(project, plan)
+        return StatelessTurn(project, plan, admitted.tokens)
 
     async def complete(self, turn: StatelessTurn) -> StatelessReply:
         """The whole reply; an LLM failure is the fallback reply if the project has one, else
@@ -140,6 +150,7 @@ class StatelessChat:
             completion = await plan.provider.complete(plan.request)
         except LLMError as exc:
             return self.fallback_or_raise(turn, exc)
+        await turn.charge(self.limits, completion.usage)
         return StatelessReply(
             content=completion.content,
             model=completion.model,

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -104,6 +104,7 @@ class Generation:
         setup_error: LLMError | None = None,
         canned: str | None = None,
         fallback_reply: str | None = None,
+        on_tokens: Callable[[int], Awaitable[None]] | None = None,
         stream: bool = True,
     ) -> None:
         self.maker = maker
@@ -115,6 +116,7 @@ class Generation:
         self.setup_error = setup_error
         self.canned = canned  # an intent's reply: stored as is, no LLM call
         self.fallback_reply = fallback_reply  # offered to followers if the LLM fails
+        self.on_tokens = on_tokens  # charges the tokens used to the caller's budgets
         self.stream = stream
         self.text = ""
         self.error: LLMError | None = None  # the upstream failure, when that is how it ended
@@ -251,6 +253,11 @@ class Generation:
         # Shielded: a second cancellation (shutdown) must not lose the final state.
         await asyncio.shield(self._store_final(values, deleted=failure == DELETED))
         self._notify()
+        if usage is not None and self.on_tokens is not None:
+            try:
+                await self.on_tokens(usage.total_tokens)
+            except Exception:
+                logger.exception("could not charge tokens message_id=%s", self.message_id)
         logger.info(
             "reply finished message_id=%s status=%s code=%s latency_ms=%d chars=%d",
             self.message_id,

@@ -11,7 +11,7 @@ from app.chat.dependencies import GenerationsDep
 from app.chat.service import ChatService
 from app.chat.stateless import StatelessChat
 from app.core.db import SessionmakerDep
-from app.core.dependencies import LLMRegistryDep, SettingsDep
+from app.core.dependencies import LLMRegistryDep, RateLimitsDep, SettingsDep
 
 ApiKeyCaller = Annotated[Principal, Depends(require_api_key("chat"))]
 
@@ -21,8 +21,9 @@ async def get_stateless_chat(
     maker: SessionmakerDep,
     registry: LLMRegistryDep,
     settings: SettingsDep,
+    limits: RateLimitsDep,
 ) -> StatelessChat:
-    return StatelessChat(maker, principal, registry, settings)
+    return StatelessChat(maker, principal, registry, settings, limits)
 
 
 async def get_key_chat_service(
@@ -31,8 +32,9 @@ async def get_key_chat_service(
     registry: LLMRegistryDep,
     settings: SettingsDep,
     generations: GenerationsDep,
+    limits: RateLimitsDep,
 ) -> ChatService:
-    return ChatService(maker, principal, registry, settings, generations)
+    return ChatService(maker, principal, registry, settings, generations, limits)
 
 
 StatelessChatDep = Annotated[StatelessChat, Depends(get_stateless_chat)]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
@@ -32,7 +33,7 @@ from app.core.errors import (
 )
 from app.llm.base import LLMError
 from app.llm.resilience import CallReport, report_headers
-from app.llm.types import LLMMessage, StreamChunk
+from app.llm.types import LLMMessage, StreamChunk, Usage
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
@@ -224,7 +225,15 @@ async def create_chat_completion(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         first, rest, fallback = await chat.start_stream(turn)
-        events = _chunk_events(completion_id, created, body.model, first, rest, include_usage)
+        events = _chunk_events(
+            completion_id,
+            created,
+            body.model,
+            first,
+            rest,
+            include_usage,
+            charge=partial(turn.charge, chat.limits),
+        )
         return EventSourceResponse(
             events,
             ping=settings.STREAM_PING_SECONDS,
@@ -266,6 +275,8 @@ async def _chunk_events(
     first: StreamChunk,
     rest: AsyncIterator[StreamChunk],
     include_usage: bool,
+    *,
+    charge: Callable[[Usage | None], Awaitable[None]],
 ) -> AsyncIterator[ServerSentEvent]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         body = {
@@ -301,6 +312,7 @@ async def _chunk_events(
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
+    await charge(usage)
     yield ServerSentEvent(data=chunk({}, finish_reason or "stop"))
     if include_usage:
         totals = {

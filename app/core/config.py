@@ -73,7 +73,27 @@ class Settings(BaseSettings):
     OPENROUTER_APP_NAME: str = "Chatbot Platform"
 
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Rate-limit and quota counters live here when set (shared by every process); otherwise in
+    # each process's memory.
     REDIS_URL: str | None = None
+    # When Redis cannot be reached: true lets requests through (logged), false answers 503.
+    RATE_LIMIT_FAIL_OPEN: bool = True
+
+    # Chat turns per minute (0: unlimited). Projects and API keys can set their own.
+    RATE_LIMIT_USER_PER_MINUTE: int = Field(default=120, ge=0)
+    RATE_LIMIT_API_KEY_PER_MINUTE: int = Field(default=600, ge=0)
+    RATE_LIMIT_PROJECT_PER_MINUTE: int = Field(default=1200, ge=0)
+    RATE_LIMIT_END_USER_PER_MINUTE: int = Field(default=60, ge=0)
+    # LLM tokens per 24 hours (0: unlimited). Projects and API keys can set their own.
+    QUOTA_USER_TOKENS_PER_DAY: int = Field(default=0, ge=0)
+    QUOTA_API_KEY_TOKENS_PER_DAY: int = Field(default=0, ge=0)
+    QUOTA_PROJECT_TOKENS_PER_DAY: int = Field(default=0, ge=0)
+    QUOTA_END_USER_TOKENS_PER_DAY: int = Field(default=0, ge=0)
+    # Brute-force throttles: login attempts per IP per minute, failed logins per account per
+    # 15 minutes, registrations per IP per hour.
+    LOGIN_ATTEMPTS_PER_IP_PER_MINUTE: int = Field(default=30, ge=0)
+    LOGIN_FAILURES_PER_ACCOUNT: int = Field(default=10, ge=0)
+    REGISTRATIONS_PER_IP_PER_HOUR: int = Field(default=20, ge=0)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
     MAX_MESSAGE_CHARS: int = Field(default=4000, ge=1, le=200_000)
     # Stateless chat (`/api/v1/chat`, `/v1/chat/completions`): caller-supplied history.

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.config import Settings
+from app.core.ratelimit import RateLimits
 from app.llm.registry import ProviderRegistry
 
 
@@ -20,5 +21,11 @@ def get_llm_registry(request: Request) -> ProviderRegistry:
     return registry
 
 
+def get_rate_limits(request: Request) -> RateLimits:
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 LLMRegistryDep = Annotated[ProviderRegistry, Depends(get_llm_registry)]
+RateLimitsDep = Annotated[RateLimits, Depends(get_rate_limits)]

@@ -279,7 +279,8 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict.",
         413: "Request body too large.",
         422: "Validation error.",
-        429: "Rate limited.",
+        429: "Rate limited (`rate_limited`), a token quota used up (`quota_exceeded`), or the "
+        "LLM upstream limited us (`llm_rate_limited`); `Retry-After` says when to retry.",
         502: "The LLM upstream failed.",
         503: "The LLM upstream is unavailable or not configured.",
         504: "The LLM upstream timed out.",

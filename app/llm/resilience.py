@@ -15,8 +15,8 @@ provider/model targets, circuit breakers, and one deadline for the whole turn.
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace

@@ -23,6 +23,9 @@ class ApiKey(UUIDPrimaryKey, WorkspaceScoped, Base):
     # never stored.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[str] = mapped_column(String(200))  # space-separated
+    # Limits; null: RATE_LIMIT_API_KEY_PER_MINUTE / QUOTA_API_KEY_TOKENS_PER_DAY, 0: unlimited.
+    rate_limit_per_minute: Mapped[int | None]
+    tokens_per_day: Mapped[int | None]
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )

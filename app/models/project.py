@@ -31,6 +31,11 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     )
     # The turn's deadline in seconds (every attempt and fallback); null: LLM_TOTAL_TIMEOUT.
     llm_timeout: Mapped[float | None]
+    # Limits; null: the deployment's RATE_LIMIT_* / QUOTA_* defaults, 0: unlimited.
+    rate_limit_per_minute: Mapped[int | None]
+    end_user_rate_limit_per_minute: Mapped[int | None]
+    tokens_per_day: Mapped[int | None]
+    end_user_tokens_per_day: Mapped[int | None]
     # Sent instead of an error when the LLM fails (the failure is still recorded).
     fallback_reply: Mapped[str | None] = mapped_column(Text)
 

@@ -24,6 +24,8 @@ FallbackReply = Annotated[
 
 _PROVIDER_DOC = "LLM provider; null means the deployment's default (`/health` shows which)."
 LLMTimeout = Annotated[float, Field(ge=1, le=600)]
+Limit = Annotated[int, Field(ge=0, le=1_000_000_000)]
+_LIMIT_DOC = "Null: the deployment's default; 0: unlimited."
 
 
 class FallbackModel(BaseModel):
@@ -75,6 +77,18 @@ class ProjectCreate(BaseModel):
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
     fallback_models: FallbackModels = Field(default_factory=list, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
+    rate_limit_per_minute: Limit | None = Field(
+        default=None, description="Chat turns per minute for the project. " + _LIMIT_DOC
+    )
+    end_user_rate_limit_per_minute: Limit | None = Field(
+        default=None, description="Chat turns per minute per end user. " + _LIMIT_DOC
+    )
+    tokens_per_day: Limit | None = Field(
+        default=None, description="LLM tokens per 24 hours for the project. " + _LIMIT_DOC
+    )
+    end_user_tokens_per_day: Limit | None = Field(
+        default=None, description="LLM tokens per 24 hours per end user. " + _LIMIT_DOC
+    )
 
 
 class ProjectUpdate(BaseModel):
@@ -95,6 +109,18 @@ class ProjectUpdate(BaseModel):
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
     fallback_models: FallbackModels | None = Field(default=None, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
+    rate_limit_per_minute: Limit | None = Field(
+        default=None, description="Chat turns per minute for the project. " + _LIMIT_DOC
+    )
+    end_user_rate_limit_per_minute: Limit | None = Field(
+        default=None, description="Chat turns per minute per end user. " + _LIMIT_DOC
+    )
+    tokens_per_day: Limit | None = Field(
+        default=None, description="LLM tokens per 24 hours for the project. " + _LIMIT_DOC
+    )
+    end_user_tokens_per_day: Limit | None = Field(
+        default=None, description="LLM tokens per 24 hours per end user. " + _LIMIT_DOC
+    )
 
 
 class ProjectRead(BaseModel):
@@ -112,5 +138,9 @@ class ProjectRead(BaseModel):
     fallback_reply: str | None
     fallback_models: list[FallbackModel]
     llm_timeout: float | None
+    rate_limit_per_minute: int | None
+    end_user_rate_limit_per_minute: int | None
+    tokens_per_day: int | None
+    end_user_tokens_per_day: int | None
     created_at: datetime
     updated_at: datetime

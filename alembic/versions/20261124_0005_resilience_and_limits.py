@@ -1,4 +1,4 @@
-"""Fallback models and a deadline per project; attempts per reply.
+"""Fallback models, a deadline and limits per project; limits per API key; attempts per reply.
 
 Revision ID: 0005
 Revises: 0004
@@ -16,6 +16,13 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+LIMIT_COLUMNS = (
+    "rate_limit_per_minute",
+    "end_user_rate_limit_per_minute",
+    "tokens_per_day",
+    "end_user_tokens_per_day",
+)
+
 
 def upgrade() -> None:
     with op.batch_alter_table("projects", schema=None) as batch_op:
@@ -23,6 +30,12 @@ def upgrade() -> None:
             sa.Column("fallback_models", sa.JSON(), nullable=False, server_default="[]")
         )
         batch_op.add_column(sa.Column("llm_timeout", sa.Double(), nullable=True))
+        for column in LIMIT_COLUMNS:
+            batch_op.add_column(sa.Column(column, sa.Integer(), nullable=True))
+
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("tokens_per_day", sa.Integer(), nullable=True))
 
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=True))
@@ -32,6 +45,12 @@ def downgrade() -> None:
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.drop_column("attempts")
 
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_column("tokens_per_day")
+        batch_op.drop_column("rate_limit_per_minute")
+
     with op.batch_alter_table("projects", schema=None) as batch_op:
+        for column in reversed(LIMIT_COLUMNS):
+            batch_op.drop_column(column)
         batch_op.drop_column("llm_timeout")
         batch_op.drop_column("fallback_models")
