@@ -1,4 +1,5 @@
-"""Fallback models, a deadline and limits per project; limits per API key; attempts per reply.
+"""Fallback models, a deadline and limits per project; limits per API key; attempts per reply;
+the turn holding each session; idempotency keys.
 
 Revision ID: 0005
 Revises: 0004
@@ -40,8 +41,16 @@ def upgrade() -> None:
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=True))
 
+    with op.batch_alter_table("chat_sessions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("turn_owner", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("turn_until", sa.DateTime(timezone=True), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("chat_sessions", schema=None) as batch_op:
+        batch_op.drop_column("turn_until")
+        batch_op.drop_column("turn_owner")
+
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.drop_column("attempts")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, update
+from sqlalchemy import Select, case, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import Keyset, PageParams
@@ -72,6 +72,21 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         )
         return int(result.scalar_one())
 
+    async def claim_turn(
+        self, session_id: uuid.UUID, owner: uuid.UUID, until: datetime, now: datetime
+    ) -> bool:
+        """Let the turn `owner` hold the session until `until`, unless another turn holds it."""
+        result = await self.session.execute(
+            update(ChatSession)
+            .where(
+                ChatSession.workspace_id == self.workspace_id,
+                ChatSession.id == session_id,
+                or_(ChatSession.turn_owner.is_(None), ChatSession.turn_until < now),
+            )
+            .values(turn_owner=owner, turn_until=until)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     async def touch(
         self,
         session_id: uuid.UUID,
@@ -80,17 +95,24 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         total_tokens: int = 0,
+        release: uuid.UUID | None = None,
     ) -> None:
-        """Record activity, adding a finished reply's tokens to the session's totals."""
+        """Record activity, adding a finished reply's tokens to the session's totals; and let
+        go of the session if the turn `release` holds it."""
+        values: dict[str, Any] = {
+            "last_activity_at": now,
+            "prompt_tokens": ChatSession.prompt_tokens + prompt_tokens,
+            "completion_tokens": ChatSession.completion_tokens + completion_tokens,
+            "total_tokens": ChatSession.total_tokens + total_tokens,
+        }
+        if release is not None:
+            held = ChatSession.turn_owner == release
+            values["turn_owner"] = case((held, None), else_=ChatSession.turn_owner)
+            values["turn_until"] = case((held, None), else_=ChatSession.turn_until)
         await self.session.execute(
             update(ChatSession)
             .where(ChatSession.workspace_id == self.workspace_id, ChatSession.id == session_id)
-            .values(
-                last_activity_at=now,
-                prompt_tokens=ChatSession.prompt_tokens + prompt_tokens,
-                completion_tokens=ChatSession.completion_tokens + completion_tokens,
-                total_tokens=ChatSession.total_tokens + total_tokens,
-            )
+            .values(**values)
         )
 
 

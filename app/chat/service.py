@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,7 +16,7 @@ from sse_starlette import ServerSentEvent
 
 from app.auth.dependencies import Principal
 from app.chat.errors import upstream_error
-from app.chat.limits import admit_turn
+from app.chat.limits import TurnLimits, admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
 from app.chat.schemas import ChatRequest
@@ -67,6 +67,14 @@ class ChatTurn:
 class _PreparedTurn(ChatTurn):
     plan: ReplyPlan | None = None
     budgets: list[Rule] = field(default_factory=list)  # token budgets the reply is charged to
+
+
+class _SessionBusyError(Exception):
+    """Another turn holds the session; carries the limits already counted for this one."""
+
+    def __init__(self, admitted: TurnLimits) -> None:
+        super().__init__("session busy")
+        self.admitted = admitted
 
 
 def session_not_found() -> NotFoundError:
@@ -208,14 +216,41 @@ class ChatService:
             raise field_error("message", problem)
 
     async def _prepare(self, data: ChatRequest) -> _PreparedTurn:
+        """Store the message and a pending reply. Turns of one session take turns: while
+        another turn's reply is being generated, this one waits (polling, no transaction
+        held) up to SESSION_TURN_WAIT_SECONDS, then answers 409 `session_busy`."""
+        reply_id = uuid.uuid4()
+        deadline = time.monotonic() + self.settings.SESSION_TURN_WAIT_SECONDS
+        admitted: TurnLimits | None = None
+        pause = 0.02
+        while True:
+            try:
+                return await self._prepare_once(data, reply_id, admitted)
+            except _SessionBusyError as busy:
+                admitted = busy.admitted
+            if time.monotonic() >= deadline:
+                raise ConflictError(
+                    "Another message to this session is still being answered; try again when "
+                    "it is done.",
+                    code="session_busy",
+                    headers={"Retry-After": "1"},
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.settings.STREAM_POLL_SECONDS)
+
+    async def _prepare_once(
+        self, data: ChatRequest, reply_id: uuid.UUID, admitted: TurnLimits | None
+    ) -> _PreparedTurn:
         now = datetime.now(UTC)
         async with self.maker() as db, db.begin():
             if self.audience.project_id not in (None, data.project_id):
                 raise project_not_found()
             project = await ProjectService(db, self.workspace_id).get(data.project_id)
-            admitted = await admit_turn(self.limits, self.settings, self.principal, project)
+            if admitted is None:
+                admitted = await admit_turn(self.limits, self.settings, self.principal, project)
             sessions = SessionRepository(db, self.workspace_id, self.audience)
             messages = MessageRepository(db, self.workspace_id)
+            hold_until = now + timedelta(seconds=self._turn_lease_seconds(project))
             if data.session_id is None:
                 chat_session = sessions.add(
                     ChatSession(
@@ -226,6 +261,8 @@ class ChatService:
                         message_count=2,
                         created_at=now,
                         last_activity_at=now,
+                        turn_owner=reply_id,
+                        turn_until=hold_until,
                     )
                 )
                 await db.flush()
@@ -235,6 +272,8 @@ class ChatService:
                 found = await sessions.get(data.session_id)
                 if found is None or found.project_id != project.id:
                     raise session_not_found()
+                if not await sessions.claim_turn(found.id, reply_id, hold_until, now):
+                    raise _SessionBusyError(admitted)
                 chat_session = found
                 history = await messages.history_window(chat_session.id, project.history_window)
                 last_seq = await sessions.reserve_seqs(chat_session.id, 2, now)
@@ -251,10 +290,22 @@ class ChatService:
                 )
             )
             prepared = await self._add_pending_reply(
-                db, project, user_message, history, seq=last_seq, now=now, context=data.context
+                db,
+                project,
+                user_message,
+                history,
+                seq=last_seq,
+                now=now,
+                context=data.context,
+                reply_id=reply_id,
             )
             prepared.budgets = admitted.tokens
             return prepared
+
+    def _turn_lease_seconds(self, project: Project) -> float:
+        """How long a turn may hold its session: its LLM deadline and a margin (a turn whose
+        process died lets go after this)."""
+        return max(self.settings.LLM_TOTAL_TIMEOUT, project.llm_timeout or 0) + 30
 
     async def _prepare_regenerate(self, session_id: uuid.UUID) -> _PreparedTurn:
         now = datetime.now(UTC)
@@ -298,6 +349,7 @@ class ChatService:
         seq: int,
         now: datetime,
         context: Context | None = None,
+        reply_id: uuid.UUID | None = None,
     ) -> _PreparedTurn:
         """Build the LLM request for `user_message` (or pick the intent that answers it) and
         store the pending reply to it."""
@@ -313,7 +365,7 @@ class ChatService:
         )
         assistant_message = MessageRepository(db, self.workspace_id).add(
             ChatMessage(
-                id=uuid.uuid4(),
+                id=reply_id or uuid.uuid4(),
                 chat_session_id=user_message.chat_session_id,
                 seq=seq,
                 role=MessageRole.ASSISTANT,

@@ -361,6 +361,7 @@ async def finish_pending_reply(
             prompt_tokens=values.get("prompt_tokens") or 0,
             completion_tokens=values.get("completion_tokens") or 0,
             total_tokens=values.get("total_tokens") or 0,
+            release=message.id,
         )
         return stored
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     REGISTRATIONS_PER_IP_PER_HOUR: int = Field(default=20, ge=0)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
     MAX_MESSAGE_CHARS: int = Field(default=4000, ge=1, le=200_000)
+    # Messages to one session are answered one at a time; a message waits this long for the
+    # previous one's reply, then gets 409 session_busy.
+    SESSION_TURN_WAIT_SECONDS: float = Field(default=60.0, ge=0, le=600)
     # Stateless chat (`/api/v1/chat`, `/v1/chat/completions`): caller-supplied history.
     MAX_HISTORY_MESSAGES: int = Field(default=50, ge=0, le=1000)
     # Intents: the time budget for matching one message against every pattern.

@@ -46,6 +46,10 @@ class ChatSession(UUIDPrimaryKey, WorkspaceScoped, Base):
     total_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The turn being answered (its reply's id) and until when it may hold the session: turns
+    # of one session run one after another, across processes, without a transaction held.
+    turn_owner: Mapped[uuid.UUID | None]
+    turn_until: Mapped[datetime | None]
 
     __table_args__ = (
         Index(
