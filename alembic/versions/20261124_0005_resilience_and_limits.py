@@ -41,12 +41,47 @@ def upgrade() -> None:
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=True))
 
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("caller", sa.String(length=80), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("response_status", sa.Integer(), nullable=True),
+        sa.Column("response", sa.JSON(), nullable=True),
+        sa.Column("response_headers", sa.JSON(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_idempotency_keys_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
+        sa.UniqueConstraint(
+            "workspace_id", "caller", "key", name="uq_idempotency_keys_workspace_id_caller_key"
+        ),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_idempotency_keys_workspace_id_expires_at",
+            ["workspace_id", "expires_at"],
+            unique=False,
+        )
+
     with op.batch_alter_table("chat_sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("turn_owner", sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column("turn_until", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index("ix_idempotency_keys_workspace_id_expires_at")
+    op.drop_table("idempotency_keys")
+
     with op.batch_alter_table("chat_sessions", schema=None) as batch_op:
         batch_op.drop_column("turn_until")
         batch_op.drop_column("turn_owner")

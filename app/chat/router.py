@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -35,6 +36,16 @@ from app.chat.streaming import Generation, ping_event, session_event
 from app.chat.usage import GroupBy, UsageReport
 from app.core.dependencies import SettingsDep
 from app.core.errors import error_responses
+from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from app.core.idempotency import (
+    IDEMPOTENCY_DOC,
+    IdempotencyStore,
+    Replay,
+    fingerprint,
+    replay_response,
+    run_idempotent,
+    store_for,
+)
 from app.core.pagination import Page, PageParamsDep
 from app.intents.schemas import Link
 from app.llm.resilience import report_headers
@@ -136,7 +147,9 @@ def chat_response(turn: ChatTurn) -> ChatResponse:
         "Without `session_id` a new session is created (titled from your message). The agent "
         "sees the project's active prompts, the session's last `history_window` messages, then "
         "this message. Your message is stored even when the LLM fails (the reply is then "
-        "stored as `failed` and the error names both ids).\n\n" + STREAM_DESCRIPTION
+        "stored as `failed` and the error names both ids).\n\n"
+        + STREAM_DESCRIPTION
+        + IDEMPOTENCY_DOC
     ),
 )
 async def chat(
@@ -145,8 +158,58 @@ async def chat(
     """Send a message (JSON or streamed reply)."""
     stream = wants_stream(body.stream, request)
     chat = chat.for_end_user(body.end_user_id)
-    turn, generation = await chat.start_turn(body, stream=stream)
-    return await _answer(chat, turn, generation, stream, settings.STREAM_PING_SECONDS)
+    ping = settings.STREAM_PING_SECONDS
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        turn, generation = await chat.start_turn(body, stream=stream)
+        return await _answer(chat, turn, generation, stream, ping)
+    store = store_for(chat.maker, chat.principal, settings)
+    print_ = fingerprint(request, body.model_dump(mode="json"), stream, chat.principal.end_user_id)
+    if stream:
+        return await _idempotent_stream(chat, store, key, print_, body, ping)
+
+    async def answer() -> JSONResponse:
+        turn, generation = await chat.start_turn(body, stream=False)
+        response = await _answer(chat, turn, generation, False, ping)
+        assert isinstance(response, JSONResponse)  # noqa: S101 - the JSON branch of _answer
+        return response
+
+    return await run_idempotent(store, key, print_, answer)
+
+
+async def _idempotent_stream(
+    chat: ChatService,
+    store: IdempotencyStore,
+    key: str,
+    print_: str,
+    body: ChatRequest,
+    ping: float,
+) -> Response:
+    """A streamed turn under an Idempotency-Key: a retry follows the first request's reply."""
+    outcome = await store.begin(key, print_)
+    if isinstance(outcome, Replay):
+        stored = outcome.response
+        if stored.get("kind") != "stream":
+            return replay_response(outcome)
+        session_id = uuid.UUID(stored["session_id"])
+        events = await chat.follow(session_id, uuid.UUID(stored["assistant_message_id"]), None)
+        assert events is not None  # noqa: S101 - no Last-Event-ID: never None
+        response = event_stream(events, ping)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    try:
+        turn, generation = await chat.start_turn(body, stream=True)
+    except BaseException:
+        await asyncio.shield(store.release(outcome))
+        raise
+    ids = {
+        "kind": "stream",
+        "session_id": str(turn.session_id),
+        "message_id": str(turn.user_message.id),
+        "assistant_message_id": str(turn.assistant_message.id),
+    }
+    await store.finish(outcome, 200, ids, {})
+    return _turn_stream(turn, generation, ping)
 
 
 @sessions_router.post(

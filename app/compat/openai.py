@@ -16,7 +16,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -24,13 +25,17 @@ from app.chat.errors import classify
 from app.chat.stateless import StatelessChat, StatelessReply, StatelessTurn
 from app.chat.streaming import ping_event
 from app.compat.dependencies import StatelessChatDep
+from app.core.config import Settings
 from app.core.dependencies import SettingsDep
 from app.core.errors import (
     NotFoundError,
+    ValidationFailedError,
     error_responses,
     field_error,
     openai_error_body,
 )
+from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from app.core.idempotency import fingerprint, run_idempotent, store_for
 from app.llm.base import LLMError
 from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage, StreamChunk, Usage
@@ -215,10 +220,36 @@ def _headers(turn: StatelessTurn, fallback: bool) -> dict[str, str]:
     "does. Authenticate with a project API key holding `chat`.\n\n" + _STREAM_DOC,
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, chat: StatelessChatDep, settings: SettingsDep
+    body: ChatCompletionRequest,
+    request: Request,
+    chat: StatelessChatDep,
+    settings: SettingsDep,
 ) -> Response | ChatCompletion:
     """Create a chat completion (OpenAI-compatible)."""
     chat = chat.for_end_user(body.user)
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and body.stream:
+        raise ValidationFailedError(
+            "Idempotency-Key is supported on non-streamed completions only.",
+            code="idempotency_not_supported",
+        )
+    if key is None or body.stream:
+        return await _create(body, chat, settings)
+
+    async def answer() -> JSONResponse:
+        response = await _create(body, chat, settings)
+        assert isinstance(response, JSONResponse)  # noqa: S101 - not streamed
+        return response
+
+    return await run_idempotent(
+        store_for(chat.maker, chat.principal, settings),
+        key,
+        fingerprint(request, body.model_dump(mode="json"), chat.principal.end_user_id),
+        answer,
+    )
+
+
+async def _create(body: ChatCompletionRequest, chat: StatelessChat, settings: Settings) -> Response:
     turn = await _prepare(chat, body)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -261,11 +292,7 @@ async def create_chat_completion(
         if usage
         else CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
     )
-    return Response(
-        completion.model_dump_json(),
-        media_type="application/json",
-        headers=_headers(turn, reply.fallback),
-    )
+    return JSONResponse(completion.model_dump(mode="json"), headers=_headers(turn, reply.fallback))
 
 
 async def _chunk_events(

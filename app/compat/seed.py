@@ -6,13 +6,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from app.chat.schemas import ChatRequest, MessageRead, UsageRead
+from app.chat.service import ChatService
+from app.chat.stateless import StatelessChat
 from app.chat.templates import Context
 from app.compat.dependencies import KeyChatServiceDep, StatelessChatDep
+from app.core.dependencies import SettingsDep
 from app.core.errors import error_responses, field_error
+from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from app.core.idempotency import fingerprint, run_idempotent, store_for
 from app.intents.matcher import IntentRule
 from app.intents.schemas import Link
 from app.llm.resilience import report_headers
@@ -115,14 +121,15 @@ def _intent_fields(intent: IntentRule | None) -> dict[str, object]:
 @router.post(
     "/api/v1/chat",
     response_model=SimpleChatResponse,
-    responses=error_responses(401, 403, 404, 413, 422, 429, 502, 503, 504),
+    responses=error_responses(401, 403, 404, 409, 413, 422, 429, 502, 503, 504),
 )
 async def simple_chat(
     body: SimpleChatRequest,
-    response: Response,
+    request: Request,
     stateless: StatelessChatDep,
     stored: KeyChatServiceDep,
-) -> SimpleChatResponse:
+    settings: SettingsDep,
+) -> Response:
     """Answer a message with the project's agent (authenticate with a project API key holding
     `chat`; the key selects the project).
 
@@ -130,8 +137,30 @@ async def simple_chat(
     placeholders filled from `context`), `conversation_history` and the message. Nothing is
     stored unless `session_id` or `persist` is given. If the LLM fails and the project has a
     `fallback_reply`, it is the reply (with `fallback: true`); otherwise the error is returned.
+
+    An `Idempotency-Key` header makes retries safe, as on `POST /chat`.
     """
     end_user = None if body.user_id is None else str(body.user_id)
+    principal = stateless.principal.with_end_user(end_user)
+
+    async def answer() -> JSONResponse:
+        response, headers = await _simple_answer(body, end_user, stateless, stored)
+        return JSONResponse(response.model_dump(mode="json"), headers=headers)
+
+    return await run_idempotent(
+        store_for(stateless.maker, principal, settings),
+        request.headers.get(IDEMPOTENCY_HEADER),
+        fingerprint(request, body.model_dump(mode="json"), principal.end_user_id),
+        answer,
+    )
+
+
+async def _simple_answer(
+    body: SimpleChatRequest,
+    end_user: str | None,
+    stateless: StatelessChat,
+    stored: ChatService,
+) -> tuple[SimpleChatResponse, dict[str, str]]:
     if body.session_id is not None or body.persist:
         if body.conversation_history:
             raise field_error(
@@ -148,7 +177,6 @@ async def simple_chat(
         )
         turn, generation = await chat.start_turn(request, stream=False)
         turn = await chat.wait_for_reply(turn, generation)
-        response.headers.update(report_headers(turn.report))
         reply = MessageRead.from_model(turn.assistant_message)
         return SimpleChatResponse(
             reply=turn.fallback_reply if turn.fallback and turn.fallback_reply else reply.content,
@@ -157,7 +185,7 @@ async def simple_chat(
             message_id=reply.id,
             usage=reply.usage,
             **_intent_fields(turn.intent),
-        )
+        ), report_headers(turn.report)
 
     stateless = stateless.for_end_user(end_user)
     stateless.check_message("message", body.message)
@@ -166,7 +194,6 @@ async def simple_chat(
     planned = await stateless.prepare(message=body.message, history=history, context=body.context)
     answer = await stateless.complete(planned)
     usage = answer.usage
-    response.headers.update(report_headers(answer.report))
     return SimpleChatResponse(
         reply=answer.content,
         fallback=answer.fallback,
@@ -180,4 +207,4 @@ async def simple_chat(
         if usage
         else None,
         **_intent_fields(planned.plan.intent),
-    )
+    ), report_headers(answer.report)

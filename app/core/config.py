@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # Messages to one session are answered one at a time; a message waits this long for the
     # previous one's reply, then gets 409 session_busy.
     SESSION_TURN_WAIT_SECONDS: float = Field(default=60.0, ge=0, le=600)
+    # Idempotency-Key: how long a key is remembered, and how long a retry waits for the first
+    # request that is still running (then 409).
+    IDEMPOTENCY_TTL_SECONDS: int = Field(default=86400, ge=60, le=30 * 86400)
+    IDEMPOTENCY_WAIT_SECONDS: float = Field(default=30.0, ge=0, le=600)
     # Stateless chat (`/api/v1/chat`, `/v1/chat/completions`): caller-supplied history.
     MAX_HISTORY_MESSAGES: int = Field(default=50, ge=0, le=1000)
     # Intents: the time budget for matching one message against every pattern.

@@ -9,6 +9,7 @@ from app.models.chat import (
     MessageRole,
     MessageStatus,
 )
+from app.models.idempotency import IdempotencyKey
 from app.models.intent import Intent
 from app.models.project import Project, Prompt
 from app.models.user import RefreshToken, User, Workspace, WorkspaceMember
@@ -19,6 +20,7 @@ __all__ = [
     "ChatMessage",
     "ChatSession",
     "FeedbackRating",
+    "IdempotencyKey",
     "Intent",
     "MessageRole",
     "MessageStatus",
