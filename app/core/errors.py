@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.logging import REQUEST_ID_HEADER, request_id_var
@@ -251,7 +252,36 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     return _error_response(422, "validation_error", message, details, request=request)
 
 
+_UNREACHABLE_HINTS = ("connection", "could not connect", "unable to open database file")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A lost or refused database connection (not a bug in a statement)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if isinstance(orig, ConnectionError | TimeoutError | OSError):
+            return True
+        hint = f"{type(orig).__name__} {orig}".lower()
+        return isinstance(exc, OperationalError | InterfaceError) and any(
+            h in hint for h in _UNREACHABLE_HINTS
+        )
+    return isinstance(exc, ConnectionError | TimeoutError) or (
+        isinstance(exc, OSError) and exc.errno is not None
+    )
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if database_unreachable(exc):
+        logger.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return _error_response(
+            503,
+            "database_unavailable",
+            "The database is not answering; try again shortly.",
+            headers={"Retry-After": "5"},
+            request=request,
+        )
     logger.error(
         "unhandled error on %s %s: %s",
         request.method,

@@ -1,0 +1,182 @@
+"""Two separate API processes (uvicorn subprocesses) against the machine's Postgres and Redis,
+taking concurrent requests: one global rate limit, idempotency across both, and per-session
+ordering. Postgres only (SQLite is one machine's file)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import factories
+from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.live import serve
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+    reason="two processes share Postgres and Redis",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _api_process(env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(process.stderr.read().decode() if process.stderr else "died")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the API process did not start")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+async def two_apis(
+    database_url: str, clean_database: None
+) -> AsyncIterator[tuple[FakeOpenAI, httpx.AsyncClient, httpx.AsyncClient]]:
+    upstream = FakeOpenAI(Behaviour(delay=0.2))
+    async with serve(upstream.asgi()) as upstream_url:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "ENVIRONMENT": "development",
+            "SECRET_KEY": "multi-process-test-secret-key-0123456789",
+            "LLM_PROVIDER": "openai",
+            "OPENAI_API_KEY": "sk-test",
+            "LLM_BASE_URL": f"{upstream_url}/v1",
+            "LLM_MAX_ATTEMPTS": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+        with _api_process(env) as first_url, _api_process(env) as second_url:
+            async with (
+                httpx.AsyncClient(base_url=first_url, timeout=30) as first,
+                httpx.AsyncClient(base_url=second_url, timeout=30) as second,
+            ):
+                yield upstream, first, second
+
+
+async def _setup(client: httpx.AsyncClient, **project: Any) -> tuple[factories.Account, str, str]:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner, **project))["id"]
+    key = (await factories.api_key(client, owner, pid))["key"]
+    return owner, pid, key
+
+
+async def test_one_rate_limit_across_two_processes(
+    two_apis: tuple[FakeOpenAI, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, first, second = two_apis
+    _, _, key = await _setup(first, end_user_rate_limit_per_minute=10)
+    headers = factories.key_headers(key, f"user-{uuid.uuid4().hex}")
+    responses = await asyncio.gather(
+        *(
+            (first if i % 2 else second).post(
+                "/api/v1/chat", json={"message": f"hi {i}"}, headers=headers
+            )
+            for i in range(24)
+        )
+    )
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}
+    # One limit of 10 shared by both processes (a counter, not 10 per process).
+    assert codes.count(200) == 10, codes
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.json()["error"]["code"] == "rate_limited"
+
+
+async def test_idempotency_holds_across_two_processes(
+    two_apis: tuple[FakeOpenAI, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    upstream, first, second = two_apis
+    owner, pid, _ = await _setup(first)
+    headers = {**owner.headers, "Idempotency-Key": str(uuid.uuid4())}
+    body = {"project_id": pid, "message": "exactly once"}
+    before = len(upstream.requests)
+    responses = await asyncio.gather(
+        *((first if i % 2 else second).post("/chat", json=body, headers=headers) for i in range(6))
+    )
+    assert [r.status_code for r in responses] == [200] * 6
+    assert len({r.json()["assistant_message"]["id"] for r in responses}) == 1
+    assert len(upstream.requests) - before == 1
+    sid = responses[0].json()["session_id"]
+    messages = (await second.get(f"/sessions/{sid}/messages", headers=owner.headers)).json()
+    assert len(messages["items"]) == 2
+
+
+async def test_one_sessions_messages_are_answered_in_order_across_processes(
+    two_apis: tuple[FakeOpenAI, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, first, second = two_apis
+    owner, pid, _ = await _setup(first)
+    sid = (await factories.chat(first, owner, pid, "start"))["session_id"]
+    responses = await asyncio.gather(
+        *(
+            (first if i % 2 else second).post(
+                "/chat",
+                json={"project_id": pid, "session_id": sid, "message": f"m{i}"},
+                headers=owner.headers,
+            )
+            for i in range(6)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    items = (await first.get(f"/sessions/{sid}/messages", headers=owner.headers)).json()["items"]
+    assert len(items) == 14
+    for question, reply in zip(items[::2], items[1::2], strict=True):
+        assert question["role"] == "user" and reply["role"] == "assistant"
+        assert reply["content"] == f"Fake reply to: {question['content']}"
+    session = (await second.get(f"/sessions/{sid}", headers=owner.headers)).json()
+    assert session["message_count"] == 14
