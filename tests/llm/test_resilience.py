@@ -291,3 +291,25 @@ async def test_a_stream_that_sends_nothing_in_time_is_retried(live: Live) -> Non
     _, stream = await stream_request(api, "POST", "/chat", json=body, headers=owner.headers)
     assert stream.last.event == "done", stream.last
     assert stream.last.data["message"]["attempts"] == 2
+
+
+async def test_a_dropped_connection_is_retried_and_the_retry_answers(
+    make_client: Callable[..., Any], upstream: FakeOpenAI
+) -> None:
+    """The upstream closes the connection without answering, the first two times only."""
+    real = httpx.ASGITransport(upstream.asgi())
+    drops = 0
+
+    class Flaky(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            nonlocal drops
+            if drops < 2:
+                drops += 1
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+            return await real.handle_async_request(request)
+
+    client = await make_client(transport=Flaky())
+    owner, pid, response = await _turn(client)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-llm-attempts"] == "3" and drops == 2
+    assert (await _stored(client, owner, pid))[1]["status"] == "complete"
