@@ -274,7 +274,14 @@ def database_unreachable(exc: BaseException) -> bool:
 
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if database_unreachable(exc):
-        logger.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        # Type names only: a DBAPIError's text carries the statement's parameters.
+        logger.warning(
+            "database unreachable on %s %s: %s (%s)",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
         return _error_response(
             503,
             "database_unavailable",
