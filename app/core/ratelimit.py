@@ -1,8 +1,9 @@
 """Rate limits and token quotas on the `limits` library: in process memory by default, in Redis
 when `REDIS_URL` is set (then every process enforces one shared limit).
 
-Requests use a sliding-window counter per minute (`rate_limited`); tokens use a fixed 24-hour
-window that is charged after each reply (`quota_exceeded` once it is used up). If Redis cannot
+Requests use a moving window (an exact count of the last minute: no burst at window edges;
+`rate_limited`); tokens use a fixed 24-hour window that is charged after each reply
+(`quota_exceeded` once it is used up). If Redis cannot
 be reached, `RATE_LIMIT_FAIL_OPEN` decides: let the request through (logged) or answer 503.
 """
 
@@ -23,7 +24,7 @@ from limits import (
     RateLimitItemPerSecond,
 )
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from app.core.config import Settings
@@ -83,7 +84,7 @@ class RateLimits:
             storage = MemoryStorage()
         self.backend = "redis" if settings.REDIS_URL else "memory"
         self.storage = storage
-        self.requests = SlidingWindowCounterRateLimiter(storage)
+        self.requests = MovingWindowRateLimiter(storage)
         self.tokens = FixedWindowRateLimiter(storage)
         self._down_until = 0.0
 

@@ -104,7 +104,7 @@ async def test_a_retry_that_waits_too_long_gets_409(
     owner, pid = await _setup(client)
     upstream.script(Behaviour(delay=1.5))
     first = asyncio.create_task(_send(client, owner, "k", project_id=pid, message="Hi"))
-    await asyncio.sleep(0.3)
+    await _until(lambda: len(upstream.requests) == 1)  # the first request is at the LLM
     busy = await _send(client, owner, "k", project_id=pid, message="Hi")
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "idempotency_key_in_progress"
     assert busy.headers["retry-after"] == "1"
@@ -210,6 +210,14 @@ async def test_a_retried_stream_follows_the_first_reply(live: Live) -> None:
     assert first.events[0].data == second.events[0].data  # the same session and reply ids
     assert second.last.event == "done"
     assert len(live.upstream.requests) == 1
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
 
 
 async def _later(coroutine: Any) -> Any:

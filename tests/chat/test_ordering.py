@@ -64,7 +64,10 @@ async def test_a_message_waits_at_most_the_configured_time(
         sid = (await factories.chat(client, owner, pid, "first"))["session_id"]
         upstream.script(Behaviour(delay=2))
         slow = asyncio.create_task(_post(client, owner, pid, sid, "slow"))
-        await asyncio.sleep(0.3)
+        for _ in range(1000):  # until the slow turn is at the LLM (holding the session)
+            if len(upstream.requests) == 2:
+                break
+            await asyncio.sleep(0.01)
         busy = await _post(client, owner, pid, sid, "impatient")
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "session_busy"
         assert busy.headers["retry-after"] == "1"

@@ -283,10 +283,10 @@ async def test_streams_retry_before_the_first_chunk_but_never_after(live: Live) 
 
 
 async def test_a_stream_that_sends_nothing_in_time_is_retried(live: Live) -> None:
-    api = await live.api(**RETRYING, LLM_FIRST_TOKEN_TIMEOUT=0.5)
+    api = await live.api(**RETRYING, LLM_FIRST_TOKEN_TIMEOUT=1.5)
     owner = await factories.account(api)
     pid = (await factories.create_project(api, owner))["id"]
-    live.upstream.script(Behaviour(stall_before=0, stall_seconds=3))
+    live.upstream.script(Behaviour(stall_before=0, stall_seconds=4))
     body = {"project_id": pid, "message": "hi there", "stream": True}
     _, stream = await stream_request(api, "POST", "/chat", json=body, headers=owner.headers)
     assert stream.last.event == "done", stream.last
