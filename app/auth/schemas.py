@@ -22,6 +22,12 @@ def check_password_policy(password: str) -> str:
 
 
 class UserCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "user@example.com", "password": "securepassword123"}]
+        }
+    )
+
     email: EmailStr = Field(max_length=320, examples=["user@example.com"])
     password: str = Field(
         description=f"{PASSWORD_MIN}..{PASSWORD_MAX} characters.", examples=["password123"]
@@ -39,6 +45,10 @@ class LoginJSON(BaseModel):
 
 
 class RefreshRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"refresh_token": "the refresh_token from /auth/login"}]}
+    )
+
     refresh_token: str = Field(min_length=1, max_length=512)
 
 
