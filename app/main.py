@@ -22,7 +22,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
-from app.core.middleware import BodySizeLimitMiddleware
+from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
@@ -143,6 +143,7 @@ def create_app(
         app.include_router(router)
     # Added innermost first: the request-context middleware wraps everything.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.ENVIRONMENT == "production")
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware,

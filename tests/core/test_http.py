@@ -12,6 +12,7 @@ from app.core.config import Settings
 from app.main import create_app
 from tests import factories
 from tests.conftest import make_settings
+from tests.fake_openai import Behaviour, FakeOpenAI
 
 
 def _assert_error_shape(response: httpx.Response, status: int, code: str) -> None:
@@ -129,7 +130,7 @@ async def test_cors_allows_configured_origins(database_url: str, clean_database:
 
 
 async def test_logs_never_contain_secrets_or_bodies(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, upstream: FakeOpenAI
 ) -> None:
     caplog.set_level(logging.INFO)
     logging.getLogger("app").addHandler(caplog.handler)
@@ -138,10 +139,24 @@ async def test_logs_never_contain_secrets_or_bodies(
         pid = (await factories.create_project(client, owner))["id"]
         await factories.chat(client, owner, pid, "my private question")
         await client.post("/auth/login", data={"username": owner.email, "password": "wrongpass1"})
+        key = (await factories.api_key(client, owner, pid))["key"]
+        await client.post(
+            "/api/v1/chat",
+            json={"message": "confidential seed message", "context": {"user_name": "Rahasia"}},
+            headers={**factories.key_headers(key, "end-user-7"), "Idempotency-Key": "idem-42"},
+        )
+        slug = (await client.get(f"/projects/{pid}", headers=owner.headers)).json()["slug"]
+        upstream.script(Behaviour(kind="status", status=500))
+        await client.post(
+            "/v1/chat/completions",
+            json={"model": slug, "messages": [{"role": "user", "content": "openai secret text"}]},
+            headers=factories.key_headers(key),
+        )
     finally:
         logging.getLogger("app").removeHandler(caplog.handler)
     text = caplog.text
     assert "path=/chat" in text  # the access log is there
+    assert "path=/api/v1/chat" in text and "stateless reply failed" in text
     token = owner.headers["Authorization"].split()[1]
     for secret in (
         factories.PASSWORD,
@@ -150,6 +165,11 @@ async def test_logs_never_contain_secrets_or_bodies(
         owner.refresh_token,
         "my private question",
         "sk-test-key",
+        key,
+        key[12:],
+        "confidential seed message",
+        "Rahasia",
+        "openai secret text",
     ):
         assert secret not in text
 
@@ -162,3 +182,29 @@ async def test_openapi_documents_every_route(app: FastAPI, client: httpx.AsyncCl
             assert operation.get("summary"), (method, path)
             assert operation.get("description"), (method, path)
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> None:
+    for response in (await client.get("/health"), await client.get("/projects")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        assert response.headers["cache-control"] == "no-store"
+        assert "strict-transport-security" not in response.headers  # not in development
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+    assert docs.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_production_adds_hsts(database_url: str, clean_database: None) -> None:
+    settings = make_settings(database_url, ENVIRONMENT="production")
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        response = await client.get("/health")
+    assert response.headers["strict-transport-security"].startswith("max-age=")
