@@ -22,6 +22,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
+from app.core.metrics import Metrics, MetricsMiddleware
 from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
@@ -85,8 +86,9 @@ def _lifespan(
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.http_client = http_client
-        app.state.llm_registry = registry = build_registry(settings, http_client)
-        app.state.generations = generations = GenerationRegistry()
+        metrics = app.state.metrics
+        app.state.llm_registry = registry = build_registry(settings, http_client, metrics)
+        app.state.generations = generations = GenerationRegistry(metrics)
         app.state.rate_limits = RateLimits(settings)
         logger.info(
             "started environment=%s database=%s llm_provider=%s llm_model=%s",
@@ -127,6 +129,7 @@ def create_app(
         lifespan=_lifespan(settings, llm_transport),
     )
     register_error_handlers(app)
+    app.state.metrics = metrics = Metrics()
     for router in (
         health_router,
         auth_router,
@@ -153,5 +156,6 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestContextMiddleware)
     return app

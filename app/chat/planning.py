@@ -72,7 +72,7 @@ async def plan_reply(
         policy = registry.policy
         if project.llm_timeout is not None:
             policy = replace(policy, total_timeout=project.llm_timeout)
-        provider = ResilientProvider(targets, policy, registry.breakers)
+        provider = ResilientProvider(targets, policy, registry.breakers, metrics=registry.metrics)
     model = primary.model if primary else project.model
     request = CompletionRequest(
         model=model or "",

@@ -30,6 +30,7 @@ from app.chat.errors import classify
 from app.chat.repository import MessageRepository, SessionRepository
 from app.chat.schemas import MessageRead
 from app.core.config import Settings
+from app.core.metrics import Metrics
 from app.llm.base import LLMError, LLMProvider
 from app.llm.resilience import CallReport
 from app.llm.types import CompletionRequest, Usage
@@ -369,18 +370,23 @@ async def finish_pending_reply(
 class GenerationRegistry:
     """The generations running in this process (the fast path for followers and cancels)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._running: dict[uuid.UUID, Generation] = {}
+        self.metrics = metrics
 
     def start(self, generation: Generation) -> Generation:
         message_id = generation.message_id
         self._running[message_id] = generation
         generation.task = asyncio.create_task(generation.run(), name=f"generation-{message_id}")
         generation.task.add_done_callback(lambda _: self._finished(generation))
+        if self.metrics is not None:
+            self.metrics.active_generations.inc()
         return generation
 
     def _finished(self, generation: Generation) -> None:
         self._running.pop(generation.message_id, None)
+        if self.metrics is not None:
+            self.metrics.active_generations.dec()
         if generation.final is None:
             generation.abandon()
 

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     MAX_HISTORY_MESSAGES: int = Field(default=50, ge=0, le=1000)
     # Intents: the time budget for matching one message against every pattern.
     INTENT_MATCH_TIMEOUT_MS: int = Field(default=50, ge=1, le=5000)
+    # `/metrics` (Prometheus): open unless this is set, then scrapers send it as a bearer token.
+    METRICS_TOKEN: SecretStr | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Streaming (SSE) replies.

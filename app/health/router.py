@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app import __version__
 from app.core.dependencies import LLMRegistryDep, SettingsDep
-from app.core.errors import AppError, ErrorResponse
+from app.core.errors import AppError, ErrorResponse, UnauthorizedError
+from app.core.metrics import Metrics
 
 router = APIRouter(tags=["Health"])
 
@@ -92,3 +94,16 @@ async def ready(request: Request) -> ReadyRead:
     except Exception as exc:
         raise NotReadyError() from exc
     return ReadyRead(status="ready")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus metrics. With METRICS_TOKEN set, scrapers must send it as a bearer token."""
+    token = settings.METRICS_TOKEN
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise UnauthorizedError("Send METRICS_TOKEN as a bearer token.", code="invalid_token")
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=registry.content_type)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -13,6 +14,9 @@ from app.llm.providers.echo import EchoProvider
 from app.llm.providers.openai_compat import OpenAICompatibleProvider
 from app.llm.resilience import BreakerBoard, RetryPolicy
 
+if TYPE_CHECKING:  # the metrics sink is optional and framework-bound
+    from app.core.metrics import Metrics
+
 
 @dataclass(frozen=True)
 class ProviderRegistry:
@@ -21,6 +25,7 @@ class ProviderRegistry:
     default_model: str
     breakers: BreakerBoard = field(default_factory=lambda: BreakerBoard(threshold=5, cooldown=30.0))
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics: Metrics | None = None
 
     def get(self, name: str | None) -> LLMProvider:
         """The named provider, or the default; raises LLMNotConfiguredError if not configured."""
@@ -38,7 +43,9 @@ class ProviderRegistry:
         return self.default_model if provider.name == self.default_name else provider.default_model
 
 
-def build_registry(settings: Settings, http_client: httpx.AsyncClient) -> ProviderRegistry:
+def build_registry(
+    settings: Settings, http_client: httpx.AsyncClient, metrics: Metrics | None = None
+) -> ProviderRegistry:
     """Every provider with a key, the default one (LLM_BASE_URL applies to it), and `echo` in
     development."""
     default = settings.default_provider
@@ -81,4 +88,5 @@ def build_registry(settings: Settings, http_client: httpx.AsyncClient) -> Provid
             total_timeout=settings.LLM_TOTAL_TIMEOUT,
             first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
         ),
+        metrics=metrics,
     )

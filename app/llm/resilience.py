@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -33,11 +33,14 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from app.llm.base import LLMError, LLMProvider, LLMRateLimitError, LLMTimeoutError
-from app.llm.types import Completion, CompletionRequest, StreamChunk
+from app.llm.types import Completion, CompletionRequest, StreamChunk, Usage
 
 logger = logging.getLogger("app.llm")
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:  # the metrics sink is optional and framework-bound
+    from app.core.metrics import Metrics
 
 
 class LLMCircuitOpenError(LLMError):
@@ -183,6 +186,7 @@ class ResilientProvider:
     policy: RetryPolicy
     breakers: BreakerBoard
     report: CallReport = field(default_factory=CallReport)
+    metrics: Metrics | None = None
     name: str = field(init=False)
     default_model: str = field(init=False)
 
@@ -196,7 +200,9 @@ class ResilientProvider:
         async def call(target: Target) -> Completion:
             return await target.provider.complete(replace(request, model=target.model))
 
-        return await self._over_targets(call, deadline)
+        completion = await self._over_targets(call, deadline)
+        self._count_tokens(completion.usage)
+        return completion
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         deadline = time.monotonic() + self.policy.total_timeout
@@ -229,12 +235,16 @@ class ResilientProvider:
         head = await self._over_targets(open_stream, deadline)
         chunks = opened[-1]
         breaker = self.breakers.get(self.report.provider or "", self.report.model or "")
+        usage: Usage | None = None
         try:
             for chunk in head:
+                usage = chunk.usage or usage
                 yield chunk
             async with asyncio.timeout_at(_loop_time(deadline)):
                 async for chunk in chunks:
+                    usage = chunk.usage or usage
                     yield chunk
+            self._count_tokens(usage)
         except TimeoutError:
             raise LLMTimeoutError(
                 f"the reply did not finish within {self.policy.total_timeout:g}s",
@@ -246,6 +256,21 @@ class ResilientProvider:
             raise
         finally:
             await chunks.aclose()
+
+    def _count_tokens(self, usage: Usage | None) -> None:
+        if self.metrics is not None and usage is not None:
+            self.metrics.tokens(
+                self.report.provider or self.name,
+                self.report.model or self.default_model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            )
+
+    def _observe(self, target: Target, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.llm_call(
+                target.provider.name, target.model, outcome, time.perf_counter() - started
+            )
 
     async def _over_targets(self, call: Callable[[Target], Awaitable[T]], deadline: float) -> T:
         last_error: LLMError | None = None
@@ -315,21 +340,25 @@ class ResilientProvider:
                         f"the turn's {self.policy.total_timeout:g}s deadline passed",
                         provider=target.provider.name,
                     )
+                started = time.perf_counter()
                 try:
                     async with asyncio.timeout(remaining):
                         result = await call(target)
                 except TimeoutError:
                     breaker.record_failure()
+                    self._observe(target, "LLMTimeoutError", started)
                     raise LLMTimeoutError(
                         f"the turn's {self.policy.total_timeout:g}s deadline passed",
                         provider=target.provider.name,
                     ) from None
                 except LLMError as exc:
+                    self._observe(target, type(exc).__name__, started)
                     if exc.retryable:
                         breaker.record_failure()
                     else:
                         breaker.record_success()  # it answered; the request was the problem
                     raise
+                self._observe(target, "success", started)
                 breaker.record_success()
                 return result
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True
