@@ -119,7 +119,7 @@ def create_app(
     """Build the app. Settings are read from the environment unless given; `llm_transport`
     replaces the network under the shared LLM HTTP client (tests point it at a fake upstream)."""
     settings = settings or get_settings()
-    configure_logging("DEBUG" if settings.DEBUG else settings.LOG_LEVEL)
+    configure_logging("DEBUG" if settings.DEBUG else settings.LOG_LEVEL, settings.LOG_FORMAT)
     app = FastAPI(
         title="Chatbot Platform",
         version=__version__,

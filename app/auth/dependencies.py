@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.core.db import SessionDep, SessionmakerDep
 from app.core.dependencies import SettingsDep
 from app.core.errors import ForbiddenError, UnauthorizedError, field_error
+from app.core.logging import note_request_fact
 from app.core.security import decode_access_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
@@ -97,6 +98,8 @@ async def get_caller(
         raise UnauthorizedError(
             "The API key is invalid, revoked or expired.", code="invalid_api_key"
         )
+    note_request_fact("workspace_id", str(key.workspace_id))
+    note_request_fact("api_key_id", str(key.id))
     return Principal(
         user_id=None,
         email="",
@@ -178,6 +181,8 @@ async def _principal(token: str | None, settings: Settings, auth: AuthService) -
     if membership is None:
         raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
     user = membership.user
+    note_request_fact("workspace_id", str(membership.workspace_id))
+    note_request_fact("user_id", str(user.id))
     return Principal(
         user_id=user.id,
         email=user.email,

@@ -16,6 +16,7 @@ from app.chat.errors import classify, upstream_error
 from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.service import project_not_found
+from app.chat.streaming import llm_call_fields
 from app.core.config import Settings
 from app.core.errors import field_error
 from app.core.ratelimit import RateLimits, Rule
@@ -151,6 +152,22 @@ class StatelessChat:
         except LLMError as exc:
             return self.fallback_or_raise(turn, exc)
         await turn.charge(self.limits, completion.usage)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        report = _report(turn)
+        logger.info(
+            "stateless reply project_id=%s latency_ms=%d",
+            turn.project.id,
+            latency_ms,
+            extra=llm_call_fields(
+                outcome="success",
+                provider=report.provider if report else None,
+                model=completion.model,
+                attempts=report.attempts if report else 0,
+                fallback=report.fallback if report else False,
+                usage=completion.usage,
+                latency_ms=latency_ms,
+            ),
+        )
         return StatelessReply(
             content=completion.content,
             model=completion.model,
@@ -192,12 +209,21 @@ class StatelessChat:
 
     def fallback_or_raise(self, turn: StatelessTurn, exc: LLMError) -> StatelessReply:
         status, code = classify(exc)
+        report = _report(turn)
         logger.warning(
             "stateless reply failed project_id=%s status=%d code=%s fallback=%s",
             turn.project.id,
             status,
             code,
             turn.project.fallback_reply is not None,
+            extra={
+                "event": "llm_call",
+                "outcome": code,
+                "provider": report.provider or exc.provider if report else exc.provider,
+                "model": turn.plan.model,
+                "attempts": report.attempts if report else 0,
+                "fallback_reply": turn.project.fallback_reply is not None,
+            },
         )
         if turn.project.fallback_reply is None:
             error = upstream_error(exc)

@@ -90,6 +90,31 @@ def ping_event() -> ServerSentEvent:
     return ServerSentEvent(comment="ping")
 
 
+def llm_call_fields(
+    *,
+    outcome: str,
+    provider: str | None,
+    model: str | None,
+    attempts: int,
+    fallback: bool,
+    usage: Usage | None,
+    latency_ms: int,
+) -> dict[str, Any]:
+    """The structured fields of the one log line per LLM call (a reply)."""
+    return {
+        "event": "llm_call",
+        "outcome": outcome,
+        "provider": provider,
+        "model": model,
+        "attempts": attempts,
+        "fallback": fallback,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "total_tokens": usage.total_tokens if usage else None,
+        "latency_ms": latency_ms,
+    }
+
+
 class Generation:
     """One reply being generated: by streaming from the upstream, or in one `complete` call."""
 
@@ -259,6 +284,7 @@ class Generation:
                 await self.on_tokens(usage.total_tokens)
             except Exception:
                 logger.exception("could not charge tokens message_id=%s", self.message_id)
+        report = self.report
         logger.info(
             "reply finished message_id=%s status=%s code=%s latency_ms=%d chars=%d",
             self.message_id,
@@ -266,6 +292,16 @@ class Generation:
             values.get("error_code"),
             latency_ms,
             len(self.text),
+            extra=llm_call_fields(
+                outcome=values.get("error_code") or "success",
+                provider=values.get("provider") or (self.provider.name if self.provider else None),
+                model=values.get("model"),
+                attempts=report.attempts if report else 0,
+                fallback=report.fallback if report else False,
+                usage=usage,
+                latency_ms=latency_ms,
+            )
+            | {"message_id": str(self.message_id), "status": values["status"]},
         )
 
     async def _store_final(self, values: dict[str, Any], *, deleted: bool) -> None:

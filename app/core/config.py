@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     INTENT_MATCH_TIMEOUT_MS: int = Field(default=50, ge=1, le=5000)
     # `/metrics` (Prometheus): open unless this is set, then scrapers send it as a bearer token.
     METRICS_TOKEN: SecretStr | None = None
+    # `json`: one JSON object per line (for log pipelines); `text`: key=value lines.
+    LOG_FORMAT: Literal["json", "text"] = "json"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Streaming (SSE) replies.

@@ -1,4 +1,6 @@
-"""Request ids and access logs: ids, methods, paths and timings; never bodies or secrets."""
+"""Request ids and access logs: ids, methods, routes, statuses, timings and the workspace;
+never bodies or secrets. Lines are JSON (python-json-logger) or, with LOG_FORMAT=text, plain
+key=value text."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Filled in while a request runs (e.g. the caller's workspace) and logged with its access line.
+request_facts_var: ContextVar[dict[str, str] | None] = ContextVar("request_facts", default=None)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_logger = logging.getLogger("app.access")
@@ -23,15 +28,29 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    """Plain key=value lines on stderr, each tagged with the request id."""
+def note_request_fact(key: str, value: str) -> None:
+    """Add a fact (e.g. `workspace_id`) to the current request's access log line."""
+    facts = request_facts_var.get()
+    if facts is not None:
+        facts[key] = value
+
+
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """One line per record on stderr, tagged with the request id: JSON objects (the message,
+    plus each record's structured fields), or key=value text."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter(
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    else:
+        formatter = logging.Formatter(
             "%(asctime)s level=%(levelname)s logger=%(name)s request_id=%(request_id)s %(message)s"
         )
-    )
+    handler.setFormatter(formatter)
     root = logging.getLogger("app")
     root.handlers = [handler]
     root.setLevel(level)
@@ -54,6 +73,8 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request_id_var.set(request_id)
+        facts: dict[str, str] = {}
+        request_facts_var.set(facts)
         started = time.perf_counter()
         status_code = 500
 
@@ -71,10 +92,21 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            route = getattr(scope.get("route"), "path", None)
             access_logger.info(
                 "method=%s path=%s status=%s duration_ms=%.1f",
                 scope["method"],
                 scope["path"],
                 status_code,
-                (time.perf_counter() - started) * 1000,
+                duration_ms,
+                extra={
+                    "event": "request",
+                    "method": scope["method"],
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status_code,
+                    "duration_ms": duration_ms,
+                    **facts,
+                },
             )
