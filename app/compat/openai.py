@@ -354,14 +354,16 @@ async def _chunk_events(
     yield ServerSentEvent(data="[DONE]")
 
 
-@router.get("/models", response_model=ModelList, responses=error_responses(401, 403))
+@router.get("/models", response_model=ModelList, responses=error_responses(400, 401, 403))
 async def list_models(chat: StatelessChatDep) -> ModelList:
     """The models this key can use: its project, named by slug (its id works too)."""
     project = await chat.project()
     return ModelList(data=[ModelCard(id=project.slug, created=int(project.created_at.timestamp()))])
 
 
-@router.get("/models/{model}", response_model=ModelCard, responses=error_responses(401, 403, 404))
+@router.get(
+    "/models/{model}", response_model=ModelCard, responses=error_responses(400, 401, 403, 404)
+)
 async def get_model(model: str, chat: StatelessChatDep) -> ModelCard:
     """One model: the key's project, by id or slug."""
     project = await chat.project()

@@ -216,6 +216,14 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): a validation error.
+        return _error_response(
+            422,
+            "validation_error",
+            "The request body could not be read: send UTF-8 JSON (or the documented form).",
+            request=request,
+        )
     code, default_message = _HTTP_CODES.get(exc.status_code, ("http_error", "Request failed."))
     # Starlette's default detail is the bare status phrase; ours says more.
     custom = isinstance(exc.detail, str) and exc.detail != HTTPStatus(exc.status_code).phrase
@@ -311,6 +319,7 @@ def register_error_handlers(app: FastAPI) -> None:
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries declaring the error shape for the given status codes."""
     descriptions = {
+        400: "Invalid request (the OpenAI-compatible endpoints' validation errors).",
         401: "Missing, invalid or expired credentials.",
         404: "Not found (or owned by another workspace).",
         409: "Conflict.",
