@@ -207,6 +207,29 @@ class StatelessChat:
             return StreamChunk(delta=reply.content, finish_reason="stop"), _empty(), True
         return first, chunks, False
 
+    async def stream_finished(
+        self, turn: StatelessTurn, started: float, outcome: str, usage: Usage | None
+    ) -> None:
+        """A streamed reply ended: charge its tokens and write its LLM-call log line."""
+        await turn.charge(self.limits, usage)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        report = _report(turn)
+        logger.info(
+            "stateless stream finished project_id=%s outcome=%s latency_ms=%d",
+            turn.project.id,
+            outcome,
+            latency_ms,
+            extra=llm_call_fields(
+                outcome=outcome,
+                provider=report.provider if report else None,
+                model=report.model if report else turn.plan.model,
+                attempts=report.attempts if report else 0,
+                fallback=report.fallback if report else False,
+                usage=usage,
+                latency_ms=latency_ms,
+            ),
+        )
+
     def fallback_or_raise(self, turn: StatelessTurn, exc: LLMError) -> StatelessReply:
         status, code = classify(exc)
         report = _report(turn)

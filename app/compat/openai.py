@@ -263,7 +263,7 @@ async def _create(body: ChatCompletionRequest, chat: StatelessChat, settings: Se
             first,
             rest,
             include_usage,
-            charge=partial(turn.charge, chat.limits),
+            finished=partial(chat.stream_finished, turn, time.perf_counter()),
         )
         return EventSourceResponse(
             events,
@@ -303,7 +303,7 @@ async def _chunk_events(
     rest: AsyncIterator[StreamChunk],
     include_usage: bool,
     *,
-    charge: Callable[[Usage | None], Awaitable[None]],
+    finished: Callable[[str, Usage | None], Awaitable[None]],
 ) -> AsyncIterator[ServerSentEvent]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         body = {
@@ -332,6 +332,7 @@ async def _chunk_events(
             current = await anext(rest, None)
     except LLMError as exc:
         status, code = classify(exc)
+        await finished(code, usage)
         error = openai_error_body(status, code, f"The LLM request failed: {exc.message}")
         yield ServerSentEvent(data=json.dumps(error))
         return
@@ -339,7 +340,7 @@ async def _chunk_events(
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
-    await charge(usage)
+    await finished("success", usage)
     yield ServerSentEvent(data=chunk({}, finish_reason or "stop"))
     if include_usage:
         totals = {

@@ -36,6 +36,14 @@ async def test_json_lines_for_requests_and_llm_calls(
         pid = (await factories.create_project(client, owner))["id"]
         turn = await factories.chat(client, owner, pid, "a private question")
         me = (await client.get("/users/me", headers=owner.headers)).json()["workspace_id"]
+        key = (await factories.api_key(client, owner, pid))["key"]
+        slug = (await client.get(f"/projects/{pid}", headers=owner.headers)).json()["slug"]
+        streamed = await client.post(
+            "/v1/chat/completions",
+            json={"model": slug, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            headers=factories.key_headers(key),
+        )
+        assert streamed.status_code == 200 and "[DONE]" in streamed.text
     lines: list[dict[str, Any]] = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert all({"time", "level", "logger", "request_id", "message"} <= set(line) for line in lines)
 
@@ -51,3 +59,10 @@ async def test_json_lines_for_requests_and_llm_calls(
     assert call["total_tokens"] == turn["usage"]["total_tokens"] and call["latency_ms"] >= 0
     assert call["request_id"] == request["request_id"]
     assert "a private question" not in stream.getvalue()
+    streamed_call = next(
+        line
+        for line in lines
+        if line.get("event") == "llm_call" and line["logger"] == "app.chat.stateless"
+    )
+    assert streamed_call["outcome"] == "success" and streamed_call["attempts"] == 1
+    assert streamed_call["total_tokens"] > 0 and streamed_call["model"] == "gpt-4o-mini"
