@@ -21,7 +21,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or Settings().DATABASE_URL
+    return config.get_main_option("sqlalchemy.url") or Settings().DATABASE_URL.get_secret_value()
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:

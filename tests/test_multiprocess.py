@@ -98,6 +98,9 @@ async def two_apis(
             "OPENAI_API_KEY": "sk-test",
             "LLM_BASE_URL": f"{upstream_url}/v1",
             "LLM_MAX_ATTEMPTS": "1",
+            # Redis outlives test runs: per-IP counters (one IP for every test) would pile up.
+            "REGISTRATIONS_PER_IP_PER_HOUR": "0",
+            "LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "0",
             "LOG_LEVEL": "WARNING",
         }
         with _api_process(env) as first_url, _api_process(env) as second_url:

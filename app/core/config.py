@@ -36,7 +36,8 @@ class Settings(BaseSettings):
 
     ENVIRONMENT: Literal["development", "production"] = "development"
     DEBUG: bool = False
-    DATABASE_URL: str = "sqlite+aiosqlite:///./chatbot.db"
+    # Secret: a Postgres URL carries its password (read it with `.get_secret_value()`).
+    DATABASE_URL: SecretStr = SecretStr("sqlite+aiosqlite:///./chatbot.db")
     DATABASE_POOL_SIZE: int = Field(default=10, ge=1, le=200)
     DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0, le=200)
 
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Rate-limit and quota counters live here when set (shared by every process); otherwise in
     # each process's memory.
-    REDIS_URL: str | None = None
+    REDIS_URL: SecretStr | None = None
     # When Redis cannot be reached: true lets requests through (logged), false answers 503.
     RATE_LIMIT_FAIL_OPEN: bool = True
 
@@ -199,7 +200,7 @@ class Settings(BaseSettings):
 
     @property
     def is_sqlite(self) -> bool:
-        return self.DATABASE_URL.startswith("sqlite")
+        return self.DATABASE_URL.get_secret_value().startswith("sqlite")
 
 
 @lru_cache

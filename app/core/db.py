@@ -22,7 +22,7 @@ from app.core.errors import AppError
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """An engine for `DATABASE_URL`: SQLite gets foreign keys, WAL and a busy timeout."""
-    url = make_url(settings.DATABASE_URL)
+    url = make_url(settings.DATABASE_URL.get_secret_value())
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ class RateLimits:
         storage: Storage
         if settings.REDIS_URL:
             storage = RedisStorage(
-                "async+" + settings.REDIS_URL,
+                "async+" + settings.REDIS_URL.get_secret_value(),
                 implementation="redispy",
                 wrap_exceptions=True,
                 key_prefix="cbp",

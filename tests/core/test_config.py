@@ -21,7 +21,7 @@ def settings(**values: object) -> Settings:
 
 def test_defaults_run_on_sqlite_with_echo() -> None:
     s = settings()
-    assert s.DATABASE_URL.startswith("sqlite+aiosqlite")
+    assert s.DATABASE_URL.get_secret_value().startswith("sqlite+aiosqlite")
     assert s.default_provider == "echo" and s.default_model == "echo"
     assert s.ALGORITHM == "HS256" and s.ACCESS_TOKEN_EXPIRE_MINUTES == 30
 
