@@ -153,6 +153,31 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.fixture
+async def make_client(
+    database_url: str, clean_database: None, upstream: FakeOpenAI
+) -> AsyncIterator[Callable[..., Any]]:
+    """Build one more in-process app with settings overrides (and optionally another LLM
+    transport than the fake upstream); returns a client for it. Closed at the test's end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(
+            transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+        ) -> httpx.AsyncClient:
+            app = create_app(
+                make_settings(database_url, **overrides),
+                llm_transport=transport or httpx.ASGITransport(upstream.asgi()),
+            )
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                base_url="http://testserver",
+            )
+            return await stack.enter_async_context(client)
+
+        yield make
+
+
 @dataclass
 class Live:
     upstream: FakeOpenAI

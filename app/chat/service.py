@@ -97,6 +97,15 @@ def message_not_found() -> NotFoundError:
     return NotFoundError("Message not found.", code="message_not_found")
 
 
+def check_message(settings: Settings, field: str, message: str) -> None:
+    """422 naming `field` unless `message` has text and at most MAX_MESSAGE_CHARS characters."""
+    limit = settings.MAX_MESSAGE_CHARS
+    if not message.strip():
+        raise field_error(field, "must not be empty or only whitespace")
+    if len(message) > limit:
+        raise field_error(field, f"must be at most {limit} characters (got {len(message)})")
+
+
 def title_from_message(message: str) -> str:
     """A session title from its first message: first line, whitespace collapsed, cut at a word."""
     text = re.sub(r"\s+", " ", message.strip().splitlines()[0] if message.strip() else "").strip()
@@ -151,7 +160,7 @@ class ChatService:
 
     async def start_turn(self, data: ChatRequest, *, stream: bool) -> tuple[ChatTurn, Generation]:
         """Store the message and a pending reply, and start generating it in the background."""
-        self._check_message(data.message)
+        check_message(self.settings, "message", data.message)
         prepared = await self._prepare(data)
         return prepared, self._start(prepared, stream=stream)
 
@@ -204,16 +213,6 @@ class ChatService:
                 stream=stream,
             )
         )
-
-    def _check_message(self, message: str) -> None:
-        limit = self.settings.MAX_MESSAGE_CHARS
-        problem = None
-        if not message.strip():
-            problem = "must not be empty or only whitespace"
-        elif len(message) > limit:
-            problem = f"must be at most {limit} characters (got {len(message)})"
-        if problem:
-            raise field_error("message", problem)
 
     async def _prepare(self, data: ChatRequest) -> _PreparedTurn:
         """Store the message and a pending reply. Turns of one session take turns: while

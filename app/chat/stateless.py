@@ -15,7 +15,7 @@ from app.auth.dependencies import Principal
 from app.chat.errors import classify, upstream_error
 from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
-from app.chat.service import project_not_found
+from app.chat.service import check_message, project_not_found
 from app.chat.streaming import llm_call_fields
 from app.core.config import Settings
 from app.core.errors import field_error
@@ -84,11 +84,7 @@ class StatelessChat:
             )
 
     def check_message(self, field: str, message: str) -> None:
-        limit = self.settings.MAX_MESSAGE_CHARS
-        if not message.strip():
-            raise field_error(field, "must not be empty or only whitespace")
-        if len(message) > limit:
-            raise field_error(field, f"must be at most {limit} characters (got {len(message)})")
+        check_message(self.settings, field, message)
 
     def check_history(self, field: str, history: Sequence[LLMMessage]) -> None:
         limit = self.settings.MAX_HISTORY_MESSAGES

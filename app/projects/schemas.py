@@ -56,7 +56,24 @@ _FALLBACK_DOC = (
 )
 
 
-class ProjectCreate(BaseModel):
+class ProjectLimits(BaseModel):
+    """A project's own rate limits and token budgets (writable on create and update)."""
+
+    rate_limit_per_minute: Limit | None = Field(
+        default=None, description="Chat turns per minute for the project. " + _LIMIT_DOC
+    )
+    end_user_rate_limit_per_minute: Limit | None = Field(
+        default=None, description="Chat turns per minute per end user. " + _LIMIT_DOC
+    )
+    tokens_per_day: Limit | None = Field(
+        default=None, description="LLM tokens per 24 hours for the project. " + _LIMIT_DOC
+    )
+    end_user_tokens_per_day: Limit | None = Field(
+        default=None, description="LLM tokens per 24 hours per end user. " + _LIMIT_DOC
+    )
+
+
+class ProjectCreate(ProjectLimits):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -77,21 +94,9 @@ class ProjectCreate(BaseModel):
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
     fallback_models: FallbackModels = Field(default_factory=list, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
-    rate_limit_per_minute: Limit | None = Field(
-        default=None, description="Chat turns per minute for the project. " + _LIMIT_DOC
-    )
-    end_user_rate_limit_per_minute: Limit | None = Field(
-        default=None, description="Chat turns per minute per end user. " + _LIMIT_DOC
-    )
-    tokens_per_day: Limit | None = Field(
-        default=None, description="LLM tokens per 24 hours for the project. " + _LIMIT_DOC
-    )
-    end_user_tokens_per_day: Limit | None = Field(
-        default=None, description="LLM tokens per 24 hours per end user. " + _LIMIT_DOC
-    )
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(ProjectLimits):
     """Only the fields sent are changed; send null to reset an LLM setting to the default."""
 
     model_config = ConfigDict(
@@ -109,18 +114,6 @@ class ProjectUpdate(BaseModel):
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
     fallback_models: FallbackModels | None = Field(default=None, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
-    rate_limit_per_minute: Limit | None = Field(
-        default=None, description="Chat turns per minute for the project. " + _LIMIT_DOC
-    )
-    end_user_rate_limit_per_minute: Limit | None = Field(
-        default=None, description="Chat turns per minute per end user. " + _LIMIT_DOC
-    )
-    tokens_per_day: Limit | None = Field(
-        default=None, description="LLM tokens per 24 hours for the project. " + _LIMIT_DOC
-    )
-    end_user_tokens_per_day: Limit | None = Field(
-        default=None, description="LLM tokens per 24 hours per end user. " + _LIMIT_DOC
-    )
 
 
 class ProjectRead(BaseModel):

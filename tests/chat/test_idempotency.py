@@ -3,44 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import update
 
 from app.core.db import create_engine
-from app.main import create_app
 from app.models import IdempotencyKey
 from tests import factories
 from tests.conftest import Live, make_settings
 from tests.fake_openai import Behaviour, FakeOpenAI
 from tests.live import stream_request
-
-
-@pytest.fixture
-async def make_client(
-    database_url: str, clean_database: None, upstream: FakeOpenAI
-) -> AsyncIterator[Callable[..., Any]]:
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(**overrides: Any) -> httpx.AsyncClient:
-            app = create_app(
-                make_settings(database_url, **overrides),
-                llm_transport=httpx.ASGITransport(upstream.asgi()),
-            )
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                base_url="http://testserver",
-            )
-            return await stack.enter_async_context(client)
-
-        yield make
 
 
 async def _setup(client: httpx.AsyncClient) -> tuple[factories.Account, str]:

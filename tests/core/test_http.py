@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -197,14 +199,7 @@ async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> 
     assert docs.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_production_adds_hsts(database_url: str, clean_database: None) -> None:
-    settings = make_settings(database_url, ENVIRONMENT="production")
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as client,
-    ):
-        response = await client.get("/health")
+async def test_production_adds_hsts(make_client: Callable[..., Any]) -> None:
+    client = await make_client(ENVIRONMENT="production")
+    response = await client.get("/health")
     assert response.headers["strict-transport-security"].startswith("max-age=")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
-from app.main import create_app
 from tests import factories
-from tests.conftest import make_settings
 from tests.fake_openai import Behaviour, FakeOpenAI
 
 
@@ -60,17 +60,10 @@ async def test_metrics_count_requests_llm_calls_and_tokens(
     assert _value(text, "http_request_duration_seconds_count", method="POST", route="/chat") == 2
 
 
-async def test_metrics_token_protects_the_endpoint(database_url: str, clean_database: None) -> None:
-    settings = make_settings(database_url, METRICS_TOKEN="scrape-secret")
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as client,
-    ):
-        assert (await client.get("/metrics")).status_code == 401
-        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401
-        ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
-        assert ok.status_code == 200 and "http_requests_total" in ok.text
+async def test_metrics_token_protects_the_endpoint(make_client: Callable[..., Any]) -> None:
+    client = await make_client(METRICS_TOKEN="scrape-secret")
+    assert (await client.get("/metrics")).status_code == 401
+    wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert ok.status_code == 200 and "http_requests_total" in ok.text

@@ -3,39 +3,16 @@ counters shared through Redis; and the documented behaviour when Redis is unreac
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from app.main import create_app
 from tests import factories
-from tests.conftest import make_settings
-from tests.fake_openai import FakeOpenAI
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def make_client(
-    database_url: str, clean_database: None, upstream: FakeOpenAI
-) -> AsyncIterator[Callable[..., Any]]:
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(**overrides: Any) -> httpx.AsyncClient:
-            settings = make_settings(database_url, **overrides)
-            app = create_app(settings, llm_transport=httpx.ASGITransport(upstream.asgi()))
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                base_url="http://testserver",
-            )
-            return await stack.enter_async_context(client)
-
-        yield make
 
 
 async def _chat(

@@ -4,17 +4,15 @@ is always stored."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from app.main import create_app
 from tests import factories
-from tests.conftest import Live, make_settings
+from tests.conftest import Live
 from tests.fake_openai import Behaviour, FakeOpenAI
 from tests.live import stream_request
 
@@ -22,26 +20,13 @@ RETRYING = {"LLM_MAX_ATTEMPTS": 3, "LLM_RETRY_BASE_SECONDS": 0.05, "LLM_RETRY_MA
 
 
 @pytest.fixture
-async def make_client(
-    database_url: str, clean_database: None, upstream: FakeOpenAI
-) -> AsyncIterator[Callable[..., Any]]:
-    """Build an API (in-process) with settings overrides and an optional LLM transport."""
-    stack = contextlib.AsyncExitStack()
+def make_client(make_client: Callable[..., Any]) -> Callable[..., Any]:
+    """conftest's `make_client`, with retries on by default."""
 
-    async def make(
-        transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
-    ) -> httpx.AsyncClient:
-        settings = make_settings(database_url, **(RETRYING | overrides))
-        app = create_app(settings, llm_transport=transport or httpx.ASGITransport(upstream.asgi()))
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://testserver",
-        )
-        return await stack.enter_async_context(client)
+    def make(transport: httpx.AsyncBaseTransport | None = None, **overrides: Any) -> Any:
+        return make_client(transport, **(RETRYING | overrides))
 
-    async with stack:
-        yield make
+    return make
 
 
 async def _turn(
