@@ -23,7 +23,11 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
 from app.core.metrics import Metrics, MetricsMiddleware
-from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from app.core.middleware import (
+    BodySizeLimitMiddleware,
+    NulGuardMiddleware,
+    SecurityHeadersMiddleware,
+)
 from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
@@ -145,6 +149,7 @@ def create_app(
     ):
         app.include_router(router)
     # Added innermost first: the request-context middleware wraps everything.
+    app.add_middleware(NulGuardMiddleware)  # inside the size limit: it reads bounded bodies
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.ENVIRONMENT == "production")
     if settings.CORS_ORIGINS:

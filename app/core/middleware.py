@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -104,3 +105,69 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# A NUL character, as JSON writes it (`\u0000` not itself escaped), raw, or URL-encoded.
+_JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+NUL_MESSAGE = "The request contains a NUL character (\\u0000), which cannot be stored."
+
+
+class NulGuardMiddleware:
+    """Answers 422 when a request's query or body carries a NUL character: no database can
+    store one in text (Postgres refuses it), so it is refused up front for every route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b""):
+            await self._reject(send, scope.get("path", ""))
+            return
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = b""
+        while True:  # the body is bounded by BodySizeLimitMiddleware, outside this one
+            try:
+                message = await receive()
+            except HTTPException as exc:  # too large: answered here, outside the app
+                await self._reject(send, "", status=exc.status_code, text=str(exc.detail))
+                return
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        form = b"urlencoded" in dict(scope["headers"]).get(b"content-type", b"")
+        if b"\x00" in body or (form and b"%00" in body) or _JSON_NUL.search(body):
+            await self._reject(send, scope.get("path", ""))
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(
+        self, send: Send, path: str, *, status: int = 422, text: str = NUL_MESSAGE
+    ) -> None:
+        code = "payload_too_large" if status == 413 else "validation_error"
+        if path.startswith(OPENAI_PATH_PREFIX):
+            status = 400 if status == 422 else status
+            payload = openai_error_body(status, code, text)
+        else:
+            payload = {"error": {"code": code, "message": text}}
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        request_id = request_id_var.get()
+        if request_id:
+            headers.append((b"x-request-id", request_id.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

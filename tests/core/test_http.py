@@ -203,3 +203,17 @@ async def test_production_adds_hsts(make_client: Callable[..., Any]) -> None:
     client = await make_client(ENVIRONMENT="production")
     response = await client.get("/health")
     assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_nul_characters_are_refused_up_front(client: httpx.AsyncClient) -> None:
+    owner = await factories.account(client)
+    raw = b'{"name": "bad\\u0000name"}'
+    headers = {**owner.headers, "Content-Type": "application/json"}
+    response = await client.post("/projects", content=raw, headers=headers)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+    assert "NUL" in response.json()["error"]["message"]
+    listed = await client.get("/projects?cursor=%00", headers=owner.headers)
+    assert listed.status_code == 422
+    # The text "\u0000" (an escaped backslash, then u0000) is ordinary text and is kept.
+    fine = await client.post("/projects", content=b'{"name": "literal \\\\u0000"}', headers=headers)
+    assert fine.status_code == 201 and fine.json()["name"] == "literal \\u0000"
