@@ -217,3 +217,21 @@ async def test_nul_characters_are_refused_up_front(client: httpx.AsyncClient) ->
     # The text "\u0000" (an escaped backslash, then u0000) is ordinary text and is kept.
     fine = await client.post("/projects", content=b'{"name": "literal \\\\u0000"}', headers=headers)
     assert fine.status_code == 201 and fine.json()["name"] == "literal \\u0000"
+
+
+async def test_database_errors_never_carry_statement_values(database_url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from app.core.db import create_engine
+
+    engine = create_engine(make_settings(database_url))
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError) as failure:
+                await connection.execute(
+                    text("SELECT * FROM no_such_table WHERE x = :x"), {"x": "private-value-42"}
+                )
+    finally:
+        await engine.dispose()
+    assert "private-value-42" not in str(failure.value)
