@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api_keys.router import router as api_keys_router
+from app.auth.cache import PrincipalCache
 from app.auth.router import router as auth_router
 from app.auth.router import users_router
 from app.chat.router import chat_router, sessions_router
@@ -32,6 +33,7 @@ from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
 from app.llm.registry import build_registry
+from app.projects.config import ProjectConfigs
 from app.projects.router import router as projects_router
 from app.prompts.router import router as prompts_router
 
@@ -80,7 +82,7 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
+        engine = create_engine(settings, app.state.metrics)
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -94,6 +96,8 @@ def _lifespan(
         app.state.llm_registry = registry = build_registry(settings, http_client, metrics)
         app.state.generations = generations = GenerationRegistry(metrics)
         app.state.rate_limits = RateLimits(settings)
+        app.state.project_configs = ProjectConfigs()
+        app.state.principals = PrincipalCache(settings.AUTH_CACHE_SECONDS)
         logger.info(
             "started environment=%s database=%s llm_provider=%s llm_model=%s",
             settings.ENVIRONMENT,
@@ -113,6 +117,7 @@ def _lifespan(
             await generations.shutdown(settings.SHUTDOWN_GRACE_SECONDS)
             await http_client.aclose()
             await engine.dispose()
+            app.state.metrics.process_ended()
 
     return lifespan
 

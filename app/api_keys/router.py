@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.api_keys.service import ApiKeyService, to_read
-from app.auth.dependencies import CurrentPrincipal
+from app.auth.dependencies import CurrentPrincipal, PrincipalCacheDep
 from app.core.db import SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
@@ -52,8 +52,13 @@ async def list_api_keys(
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_api_key(
-    project_id: uuid.UUID, key_id: uuid.UUID, keys: ApiKeyServiceDep
+    project_id: uuid.UUID,
+    key_id: uuid.UUID,
+    keys: ApiKeyServiceDep,
+    principals: PrincipalCacheDep,
 ) -> Response:
-    """Revoke a key; it stops working at once."""
+    """Revoke a key. It stops working at once; with several API processes, the others may
+    accept it for up to `AUTH_CACHE_SECONDS` more (5 by default)."""
     await keys.revoke(project_id, key_id)
+    principals.forget_api_key(key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from app.api_keys.service import authenticate, looks_like_api_key
+from app.api_keys.service import authenticate, hash_secret, looks_like_api_key
+from app.auth.cache import PrincipalCache
 from app.auth.service import AuthService
 from app.core.config import Settings
 from app.core.db import SessionDep, SessionmakerDep
@@ -64,12 +65,21 @@ class Principal:
         return replace(self, end_user_id=end_user_id)
 
 
+def get_principal_cache(request: Request) -> PrincipalCache:
+    cache: PrincipalCache = request.app.state.principals
+    return cache
+
+
+PrincipalCacheDep = Annotated[PrincipalCache, Depends(get_principal_cache)]
+
+
 async def get_current_principal(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     settings: SettingsDep,
     auth: AuthServiceDep,
+    principals: PrincipalCacheDep,
 ) -> Principal:
-    return await _principal(token, settings, auth)
+    return await _principal(token, settings, auth, principals)
 
 
 async def get_caller(
@@ -77,6 +87,7 @@ async def get_caller(
     settings: SettingsDep,
     auth: AuthServiceDep,
     maker: SessionmakerDep,
+    principals: PrincipalCacheDep,
     x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
     x_end_user_id: Annotated[
         str | None,
@@ -90,29 +101,33 @@ async def get_caller(
     """A signed-in user, or a project API key (`Authorization: Bearer cbp_…` or `X-API-Key`)."""
     secret = x_api_key or (token if token and looks_like_api_key(token) else None)
     if secret is None:
-        return await _principal(token, settings, auth)
-    # Its own short transaction: the last-used write must not hold a lock for the request.
-    async with maker() as db, db.begin():
-        key = await authenticate(db, secret)
-    if key is None:
-        raise UnauthorizedError(
-            "The API key is invalid, revoked or expired.", code="invalid_api_key"
+        return await _principal(token, settings, auth, principals)
+    cache_key = f"key:{hash_secret(secret)}"
+    principal = principals.get(cache_key)
+    if principal is None:
+        # Its own short transaction: the last-used write must not hold a lock for the request.
+        async with maker() as db, db.begin():
+            key = await authenticate(db, secret)
+        if key is None:
+            raise UnauthorizedError(
+                "The API key is invalid, revoked or expired.", code="invalid_api_key"
+            )
+        principal = Principal(
+            user_id=None,
+            email="",
+            created_at=key.created_at,
+            workspace_id=key.workspace_id,
+            role="api_key",
+            api_key_id=key.id,
+            project_id=key.project_id,
+            scopes=frozenset(key.scopes.split()),
+            key_rate_limit=key.rate_limit_per_minute,
+            key_tokens_per_day=key.tokens_per_day,
         )
-    note_request_fact("workspace_id", str(key.workspace_id))
-    note_request_fact("api_key_id", str(key.id))
-    return Principal(
-        user_id=None,
-        email="",
-        created_at=key.created_at,
-        workspace_id=key.workspace_id,
-        role="api_key",
-        api_key_id=key.id,
-        project_id=key.project_id,
-        scopes=frozenset(key.scopes.split()),
-        end_user_id=x_end_user_id or None,
-        key_rate_limit=key.rate_limit_per_minute,
-        key_tokens_per_day=key.tokens_per_day,
-    )
+        principals.put(cache_key, principal, key.expires_at)
+    note_request_fact("workspace_id", str(principal.workspace_id))
+    note_request_fact("api_key_id", str(principal.api_key_id))
+    return replace(principal, end_user_id=x_end_user_id) if x_end_user_id else principal
 
 
 async def get_stream_caller(
@@ -120,6 +135,7 @@ async def get_stream_caller(
     settings: SettingsDep,
     auth: AuthServiceDep,
     maker: SessionmakerDep,
+    principals: PrincipalCacheDep,
     x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
     x_end_user_id: Annotated[str | None, Header(max_length=200)] = None,
     access_token: Annotated[
@@ -131,7 +147,9 @@ async def get_stream_caller(
     ] = None,
 ) -> Principal:
     """`get_caller`, also accepting a user's token as `?access_token=` (event streams only)."""
-    return await get_caller(token or access_token, settings, auth, maker, x_api_key, x_end_user_id)
+    return await get_caller(
+        token or access_token, settings, auth, maker, principals, x_api_key, x_end_user_id
+    )
 
 
 def require_scope(*any_of: str, stream: bool = False) -> Callable[..., Awaitable[Principal]]:
@@ -166,7 +184,9 @@ def require_api_key(scope: str) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
-async def _principal(token: str | None, settings: Settings, auth: AuthService) -> Principal:
+async def _principal(
+    token: str | None, settings: Settings, auth: AuthService, principals: PrincipalCache
+) -> Principal:
     if token and looks_like_api_key(token):
         raise ForbiddenError(
             "API keys can only chat and read sessions; this route needs a signed-in user.",
@@ -177,19 +197,24 @@ async def _principal(token: str | None, settings: Settings, auth: AuthService) -
     claims = decode_access_token(settings, token)
     if claims is None:
         raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
-    membership = await auth.membership(claims.user_id)
-    if membership is None:
-        raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
-    user = membership.user
-    note_request_fact("workspace_id", str(membership.workspace_id))
-    note_request_fact("user_id", str(user.id))
-    return Principal(
-        user_id=user.id,
-        email=user.email,
-        created_at=user.created_at,
-        workspace_id=membership.workspace_id,
-        role=membership.role,
-    )
+    cache_key = f"user:{claims.user_id}"
+    principal = principals.get(cache_key)
+    if principal is None:
+        membership = await auth.membership(claims.user_id)
+        if membership is None:
+            raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
+        user = membership.user
+        principal = Principal(
+            user_id=user.id,
+            email=user.email,
+            created_at=user.created_at,
+            workspace_id=membership.workspace_id,
+            role=membership.role,
+        )
+        principals.put(cache_key, principal)
+    note_request_fact("workspace_id", str(principal.workspace_id))
+    note_request_fact("user_id", str(principal.user_id))
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]

@@ -15,7 +15,12 @@ from app.chat.sessions import SessionService
 from app.chat.streaming import GenerationRegistry
 from app.chat.usage import UsageService
 from app.core.db import SessionDep, SessionmakerDep
-from app.core.dependencies import LLMRegistryDep, RateLimitsDep, SettingsDep
+from app.core.dependencies import (
+    LLMRegistryDep,
+    ProjectConfigsDep,
+    RateLimitsDep,
+    SettingsDep,
+)
 
 
 def get_generations(request: Request) -> GenerationRegistry:
@@ -35,9 +40,10 @@ def _chat_service(
         settings: SettingsDep,
         generations: GenerationsDep,
         limits: RateLimitsDep,
+        configs: ProjectConfigsDep,
         principal: Principal = Depends(caller),  # a default: see require_scope
     ) -> ChatService:
-        return ChatService(maker, principal, registry, settings, generations, limits)
+        return ChatService(maker, principal, registry, settings, generations, limits, configs)
 
     return build
 

@@ -3,22 +3,18 @@ from the project's prompts (with `{{placeholders}}` filled), the history and the
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.templates import render
 from app.core.config import Settings
 from app.intents.matcher import IntentRule, match_intent
-from app.intents.repository import IntentRepository
 from app.llm.base import LLMError, LLMProvider
 from app.llm.registry import ProviderRegistry
 from app.llm.resilience import ResilientProvider, Target
 from app.llm.types import CompletionRequest, LLMMessage
 from app.models import Project
-from app.prompts.repository import PromptRepository
+from app.projects.config import ProjectConfig
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -38,20 +34,18 @@ class ReplyPlan:
         return self.canned is not None
 
 
-async def plan_reply(
-    db: AsyncSession,
-    workspace_id: uuid.UUID,
+def plan_reply(
+    config: ProjectConfig,
     registry: ProviderRegistry,
     settings: Settings,
-    project: Project,
     *,
     history: Sequence[LLMMessage],
     message: str,
     context: Mapping[str, str | int | float | bool | None] | None = None,
     extra_system: Sequence[str] = (),
 ) -> ReplyPlan:
-    """The plan for answering `message`. Reads the project's intents and prompts."""
-    rules = await IntentRepository(db, workspace_id).active_rules(project.id)
+    """The plan for answering `message` with the project's intents and prompts."""
+    project, rules = config.project, config.rules
     if rules:
         rule = match_intent(rules, message, timeout_seconds=settings.INTENT_MATCH_TIMEOUT_MS / 1000)
         if rule is not None:
@@ -63,8 +57,7 @@ async def plan_reply(
                 intent=rule,
                 canned=render(rule.reply, context),
             )
-    prompts = await PromptRepository(db, workspace_id).active_contents(project.id)
-    system = [render(p, context) for p in prompts] or [DEFAULT_SYSTEM_PROMPT]
+    system = [render(p, context) for p in config.prompts] or [DEFAULT_SYSTEM_PROMPT]
     targets, setup_error = _targets(registry, project)
     primary = targets[0] if targets else None
     provider: LLMProvider | None = None

@@ -7,16 +7,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, case, or_, update
+from sqlalchemy import ColumnElement, Select, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
-from app.models import ChatMessage, ChatSession, MessageStatus
+from app.models import ChatMessage, ChatSession, MessageStatus, Project
 
 SESSION_KEYSET = Keyset((ChatSession.last_activity_at, ChatSession.id), descending=True)
 MESSAGE_KEYSET = Keyset((ChatMessage.seq,))
 _CONTEXT_STATUSES = (MessageStatus.COMPLETE, MessageStatus.INCOMPLETE)
+
+
+@dataclass(frozen=True)
+class TurnClaim:
+    last_seq: int  # the last of the message positions reserved
+    revision: int  # the project's revision (see app/projects/config.py)
 
 
 @dataclass(frozen=True)
@@ -42,17 +48,20 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         self.audience = audience
 
     def scoped(self) -> Select[Any]:
-        statement = super().scoped()
+        return super().scoped().where(*self._audience_conditions())
+
+    def _audience_conditions(self) -> list[ColumnElement[bool]]:
+        conditions = []
         if self.audience.project_id is not None:
-            statement = statement.where(ChatSession.project_id == self.audience.project_id)
+            conditions.append(ChatSession.project_id == self.audience.project_id)
         if self.audience.per_end_user:
             end_user = self.audience.end_user_id
-            statement = statement.where(
+            conditions.append(
                 ChatSession.end_user_id.is_(None)
                 if end_user is None
                 else ChatSession.end_user_id == end_user
             )
-        return statement
+        return conditions
 
     async def list_page(
         self, project_id: uuid.UUID, params: PageParams, *, end_user_id: str | None = None
@@ -73,19 +82,53 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         return int(result.scalar_one())
 
     async def claim_turn(
-        self, session_id: uuid.UUID, owner: uuid.UUID, until: datetime, now: datetime
-    ) -> bool:
-        """Let the turn `owner` hold the session until `until`, unless another turn holds it."""
+        self,
+        session_id: uuid.UUID,
+        project_id: uuid.UUID,
+        owner: uuid.UUID,
+        until: datetime,
+        now: datetime,
+        *,
+        reserve: int,
+    ) -> TurnClaim | None:
+        """Let the turn `owner` hold the session until `until` and reserve `reserve` message
+        positions, in one conditional UPDATE; None if the session is not the caller's in that
+        project, or another turn holds it. Also returns the project's revision."""
+        revision = (
+            select(Project.revision)
+            .where(Project.id == ChatSession.project_id, Project.workspace_id == self.workspace_id)
+            .scalar_subquery()
+        )
         result = await self.session.execute(
             update(ChatSession)
             .where(
                 ChatSession.workspace_id == self.workspace_id,
+                *self._audience_conditions(),
                 ChatSession.id == session_id,
+                ChatSession.project_id == project_id,
                 or_(ChatSession.turn_owner.is_(None), ChatSession.turn_until < now),
             )
-            .values(turn_owner=owner, turn_until=until)
+            .values(
+                turn_owner=owner,
+                turn_until=until,
+                message_count=ChatSession.message_count + reserve,
+                last_activity_at=now,
+            )
+            .returning(ChatSession.message_count, revision)
         )
-        return bool(getattr(result, "rowcount", 0) == 1)
+        row = result.first()
+        return None if row is None else TurnClaim(last_seq=int(row[0]), revision=int(row[1]))
+
+    async def extend_turn(self, session_id: uuid.UUID, owner: uuid.UUID, until: datetime) -> None:
+        await self.session.execute(
+            update(ChatSession)
+            .where(
+                ChatSession.workspace_id == self.workspace_id,
+                ChatSession.id == session_id,
+                ChatSession.turn_owner == owner,
+            )
+            .values(turn_until=until)
+        )
 
     async def touch(
         self,

@@ -16,7 +16,7 @@ from sse_starlette import ServerSentEvent
 
 from app.auth.dependencies import Principal
 from app.chat.errors import upstream_error
-from app.chat.limits import TurnLimits, admit_turn
+from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
 from app.chat.schemas import ChatRequest
@@ -46,7 +46,7 @@ from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage
 from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus, Project
-from app.projects.service import ProjectService
+from app.projects.config import ProjectConfig, ProjectConfigs
 
 TITLE_MAX_CHARS = 80
 CANCEL_WAIT_SECONDS = 5.0
@@ -67,14 +67,6 @@ class ChatTurn:
 class _PreparedTurn(ChatTurn):
     plan: ReplyPlan | None = None
     budgets: list[Rule] = field(default_factory=list)  # token budgets the reply is charged to
-
-
-class _SessionBusyError(Exception):
-    """Another turn holds the session; carries the limits already counted for this one."""
-
-    def __init__(self, admitted: TurnLimits) -> None:
-        super().__init__("session busy")
-        self.admitted = admitted
 
 
 def session_not_found() -> NotFoundError:
@@ -128,6 +120,7 @@ class ChatService:
         settings: Settings,
         generations: GenerationRegistry,
         limits: RateLimits,
+        configs: ProjectConfigs,
     ) -> None:
         self.maker = maker
         self.principal = principal
@@ -137,6 +130,7 @@ class ChatService:
         self.settings = settings
         self.generations = generations
         self.limits = limits
+        self.configs = configs
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -155,7 +149,13 @@ class ChatService:
         if principal is self.principal:
             return self
         return ChatService(
-            self.maker, principal, self.registry, self.settings, self.generations, self.limits
+            self.maker,
+            principal,
+            self.registry,
+            self.settings,
+            self.generations,
+            self.limits,
+            self.configs,
         )
 
     async def start_turn(self, data: ChatRequest, *, stream: bool) -> tuple[ChatTurn, Generation]:
@@ -218,15 +218,15 @@ class ChatService:
         """Store the message and a pending reply. Turns of one session take turns: while
         another turn's reply is being generated, this one waits (polling, no transaction
         held) up to SESSION_TURN_WAIT_SECONDS, then answers 409 `session_busy`."""
+        if self.audience.project_id not in (None, data.project_id):
+            raise project_not_found()
         reply_id = uuid.uuid4()
         deadline = time.monotonic() + self.settings.SESSION_TURN_WAIT_SECONDS
-        admitted: TurnLimits | None = None
         pause = 0.02
         while True:
-            try:
-                return await self._prepare_once(data, reply_id, admitted)
-            except _SessionBusyError as busy:
-                admitted = busy.admitted
+            prepared = await self._prepare_once(data, reply_id)
+            if prepared is not None:
+                return prepared
             if time.monotonic() >= deadline:
                 raise ConflictError(
                     "Another message to this session is still being answered; try again when "
@@ -237,20 +237,21 @@ class ChatService:
             await asyncio.sleep(pause)
             pause = min(pause * 2, self.settings.STREAM_POLL_SECONDS)
 
-    async def _prepare_once(
-        self, data: ChatRequest, reply_id: uuid.UUID, admitted: TurnLimits | None
-    ) -> _PreparedTurn:
+    async def _prepare_once(self, data: ChatRequest, reply_id: uuid.UUID) -> _PreparedTurn | None:
+        """One try at storing the turn: None if another turn holds the session.
+
+        In the steady state this is BEGIN, the session claim (which also reserves the message
+        positions and reads the project's revision), the history, one INSERT of both
+        messages, COMMIT: the project's settings come from the in-memory cache."""
         now = datetime.now(UTC)
         async with self.maker() as db, db.begin():
-            if self.audience.project_id not in (None, data.project_id):
-                raise project_not_found()
-            project = await ProjectService(db, self.workspace_id).get(data.project_id)
-            if admitted is None:
-                admitted = await admit_turn(self.limits, self.settings, self.principal, project)
             sessions = SessionRepository(db, self.workspace_id, self.audience)
-            messages = MessageRepository(db, self.workspace_id)
-            hold_until = now + timedelta(seconds=self._turn_lease_seconds(project))
             if data.session_id is None:
+                config = await self.configs.current(db, self.workspace_id, data.project_id)
+                if config is None:
+                    raise project_not_found()
+                project = config.project
+                admitted = await admit_turn(self.limits, self.settings, self.principal, project)
                 chat_session = sessions.add(
                     ChatSession(
                         id=uuid.uuid4(),
@@ -261,25 +262,24 @@ class ChatService:
                         created_at=now,
                         last_activity_at=now,
                         turn_owner=reply_id,
-                        turn_until=hold_until,
+                        turn_until=now + self._turn_lease(project),
                     )
                 )
-                await db.flush()
-                history: list[ChatMessage] = []
-                last_seq = 2
+                await db.flush()  # the session row first: the messages refer to it
+                session_id, history, last_seq = chat_session.id, [], 2
             else:
-                found = await sessions.get(data.session_id)
-                if found is None or found.project_id != project.id:
-                    raise session_not_found()
-                if not await sessions.claim_turn(found.id, reply_id, hold_until, now):
-                    raise _SessionBusyError(admitted)
-                chat_session = found
-                history = await messages.history_window(chat_session.id, project.history_window)
-                last_seq = await sessions.reserve_seqs(chat_session.id, 2, now)
-            user_message = messages.add(
+                session_id = data.session_id
+                config, last_seq = await self._claim(db, sessions, data, reply_id, now)
+                if config is None:
+                    return None
+                project = config.project
+                admitted = await admit_turn(self.limits, self.settings, self.principal, project)
+                messages = MessageRepository(db, self.workspace_id)
+                history = await messages.history_window(session_id, project.history_window)
+            user_message = MessageRepository(db, self.workspace_id).add(
                 ChatMessage(
                     id=uuid.uuid4(),
-                    chat_session_id=chat_session.id,
+                    chat_session_id=session_id,
                     seq=last_seq - 1,
                     role=MessageRole.USER,
                     content=data.message,
@@ -288,9 +288,9 @@ class ChatService:
                     completed_at=now,
                 )
             )
-            prepared = await self._add_pending_reply(
+            prepared = self._add_pending_reply(
                 db,
-                project,
+                config,
                 user_message,
                 history,
                 seq=last_seq,
@@ -301,10 +301,44 @@ class ChatService:
             prepared.budgets = admitted.tokens
             return prepared
 
-    def _turn_lease_seconds(self, project: Project) -> float:
+    async def _claim(
+        self,
+        db: AsyncSession,
+        sessions: SessionRepository,
+        data: ChatRequest,
+        reply_id: uuid.UUID,
+        now: datetime,
+    ) -> tuple[ProjectConfig | None, int]:
+        """Claim the session for this turn: (the project's config, the last message position
+        reserved), or (None, 0) when another turn holds it. 404 for an unknown session or one
+        of another project (or end user)."""
+        assert data.session_id is not None  # noqa: S101 - only turns of existing sessions
+        # The lease lasts the turn's deadline (the project's, when the cache knows it) and a
+        # margin; a project whose deadline grew meanwhile extends it below.
+        known = self.configs.peek(data.project_id)
+        lease = self._turn_lease(known.project if known else None)
+        claim = await sessions.claim_turn(
+            data.session_id, data.project_id, reply_id, now + lease, now, reserve=2
+        )
+        if claim is None:
+            if await self.configs.current(db, self.workspace_id, data.project_id) is None:
+                raise project_not_found()
+            found = await sessions.get(data.session_id)
+            if found is None or found.project_id != data.project_id:
+                raise session_not_found()
+            return None, 0
+        config = await self.configs.get(db, self.workspace_id, data.project_id, claim.revision)
+        if config is None:
+            raise project_not_found()
+        if (needed := self._turn_lease(config.project)) > lease:
+            await sessions.extend_turn(data.session_id, reply_id, now + needed)
+        return config, claim.last_seq
+
+    def _turn_lease(self, project: Project | None) -> timedelta:
         """How long a turn may hold its session: its LLM deadline and a margin (a turn whose
         process died lets go after this)."""
-        return max(self.settings.LLM_TOTAL_TIMEOUT, project.llm_timeout or 0) + 30
+        timeout = project.llm_timeout if project is not None else None
+        return timedelta(seconds=max(self.settings.LLM_TOTAL_TIMEOUT, timeout or 0) + 30)
 
     async def _prepare_regenerate(self, session_id: uuid.UUID) -> _PreparedTurn:
         now = datetime.now(UTC)
@@ -314,7 +348,10 @@ class ChatService:
             chat_session = await sessions.get(session_id)
             if chat_session is None:
                 raise session_not_found()
-            project = await ProjectService(db, self.workspace_id).get(chat_session.project_id)
+            config = await self.configs.current(db, self.workspace_id, chat_session.project_id)
+            if config is None:
+                raise project_not_found()
+            project = config.project
             admitted = await admit_turn(self.limits, self.settings, self.principal, project)
             previous = await messages.last_of_role(session_id, MessageRole.ASSISTANT)
             user_message = await messages.last_of_role(session_id, MessageRole.USER)
@@ -332,16 +369,14 @@ class ChatService:
                 session_id, project.history_window, before_seq=user_message.seq
             )
             seq = await sessions.reserve_seqs(session_id, 1, now)
-            prepared = await self._add_pending_reply(
-                db, project, user_message, history, seq=seq, now=now
-            )
+            prepared = self._add_pending_reply(db, config, user_message, history, seq=seq, now=now)
             prepared.budgets = admitted.tokens
             return prepared
 
-    async def _add_pending_reply(
+    def _add_pending_reply(
         self,
         db: AsyncSession,
-        project: Project,
+        config: ProjectConfig,
         user_message: ChatMessage,
         history: list[ChatMessage],
         *,
@@ -351,13 +386,11 @@ class ChatService:
         reply_id: uuid.UUID | None = None,
     ) -> _PreparedTurn:
         """Build the LLM request for `user_message` (or pick the intent that answers it) and
-        store the pending reply to it."""
-        plan = await plan_reply(
-            db,
-            self.workspace_id,
+        add the pending reply to it (stored with the transaction)."""
+        plan = plan_reply(
+            config,
             self.registry,
             self.settings,
-            project,
             history=[LLMMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
             message=user_message.content,
             context=context,
@@ -382,7 +415,7 @@ class ChatService:
             user_message=user_message,
             assistant_message=assistant_message,
             intent=plan.intent,
-            fallback_reply=project.fallback_reply,
+            fallback_reply=config.project.fallback_reply,
             plan=plan,
         )
 

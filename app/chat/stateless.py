@@ -25,6 +25,7 @@ from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage, StreamChunk, Usage
 from app.models import Project
+from app.projects.config import ProjectConfigs
 from app.projects.service import ProjectService
 
 logger = logging.getLogger("app.chat.stateless")
@@ -61,19 +62,23 @@ class StatelessChat:
         registry: ProviderRegistry,
         settings: Settings,
         limits: RateLimits,
+        configs: ProjectConfigs,
     ) -> None:
         self.maker = maker
         self.principal = principal
         self.registry = registry
         self.settings = settings
         self.limits = limits
+        self.configs = configs
 
     def for_end_user(self, end_user_id: str | None) -> StatelessChat:
         """The same service acting for the end user a request body names."""
         principal = self.principal.with_end_user(end_user_id)
         if principal is self.principal:
             return self
-        return StatelessChat(self.maker, principal, self.registry, self.settings, self.limits)
+        return StatelessChat(
+            self.maker, principal, self.registry, self.settings, self.limits, self.configs
+        )
 
     async def project(self) -> Project:
         """The key's project."""
@@ -103,28 +108,29 @@ class StatelessChat:
         project_ref: str | None = None,
     ) -> StatelessTurn:
         """Plan the reply in the key's project. `project_ref` (an id or slug) must name it."""
+        workspace_id = self.principal.workspace_id
         async with self.maker() as db:
-            projects = ProjectService(db, self.principal.workspace_id)
             if project_ref is None:
                 assert self.principal.project_id is not None  # noqa: S101 - an API key's
-                project = await projects.get(self.principal.project_id)
+                config = await self.configs.current(db, workspace_id, self.principal.project_id)
             else:
-                found = await projects.get_by_id_or_slug(project_ref)
+                found = await ProjectService(db, workspace_id).get_by_id_or_slug(project_ref)
                 if found is None or found.id != self.principal.project_id:
                     raise project_not_found()
-                project = found
-            admitted = await admit_turn(self.limits, self.settings, self.principal, project)
-            plan = await plan_reply(
-                db,
-                self.principal.workspace_id,
-                self.registry,
-                self.settings,
-                project,
-                history=history,
-                message=message,
-                context=context,
-                extra_system=extra_system,
-            )
+                config = await self.configs.get(db, workspace_id, found.id, found.revision)
+        if config is None:
+            raise project_not_found()
+        project = config.project
+        admitted = await admit_turn(self.limits, self.settings, self.principal, project)
+        plan = plan_reply(
+            config,
+            self.registry,
+            self.settings,
+            history=history,
+            message=message,
+            context=context,
+            extra_system=extra_system,
+        )
         return StatelessTurn(project, plan, admitted.tokens)
 
     async def complete(self, turn: StatelessTurn) -> StatelessReply:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Row, Update, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
@@ -34,7 +34,7 @@ from app.core.metrics import Metrics
 from app.llm.base import LLMError, LLMProvider
 from app.llm.resilience import CallReport
 from app.llm.types import CompletionRequest, Usage
-from app.models import ChatMessage, MessageStatus
+from app.models import ChatMessage, ChatSession, MessageStatus
 
 logger = logging.getLogger("app.chat.streaming")
 
@@ -373,34 +373,67 @@ async def finish_pending_reply(
     values: dict[str, Any],
     now: datetime,
 ) -> ChatMessage | None:
-    """Store a reply's final state if it is still pending, and add its tokens to the session.
+    """Store a reply's final state if it is still pending, add its tokens to the session and
+    let go of the session if this reply's turn holds it.
 
-    Returns the stored message (as it now is), or None when it no longer exists.
+    Returns the stored message (as it now is), or None when it no longer exists. On Postgres
+    this is one statement (a data-modifying CTE) outside any transaction block: one round trip.
     """
-    async with maker() as db, db.begin():
-        result = await db.execute(
-            update(ChatMessage)
-            .where(
-                ChatMessage.workspace_id == workspace_id,
-                ChatMessage.id == message.id,
-                ChatMessage.status == MessageStatus.PENDING,
-            )
-            .values(**values, completed_at=now, heartbeat_at=now)
-            .returning(ChatMessage)
+    finished = (
+        update(ChatMessage)
+        .where(
+            ChatMessage.workspace_id == workspace_id,
+            ChatMessage.id == message.id,
+            ChatMessage.status == MessageStatus.PENDING,
         )
-        stored: ChatMessage | None = result.scalar_one_or_none()
+        .values(**values, completed_at=now, heartbeat_at=now)
+    )
+    tokens = {key: values.get(key) or 0 for key in SESSION_TOKEN_COLUMNS}
+    async with maker() as db:
+        if db.get_bind().dialect.name == "postgresql":
+            row = await _finish_in_one_statement(db, finished, message, tokens, now)
+            stored = None if row is None else ChatMessage(**row._mapping)
+        else:
+            async with db.begin():
+                result = await db.execute(finished.returning(ChatMessage))
+                stored = result.scalar_one_or_none()
+                if stored is not None:
+                    await SessionRepository(db, workspace_id).touch(
+                        message.chat_session_id, now, release=message.id, **tokens
+                    )
         if stored is None:  # no longer pending (marked interrupted meanwhile) or deleted
             found: ChatMessage | None = await MessageRepository(db, workspace_id).get(message.id)
             return found
-        await SessionRepository(db, workspace_id).touch(
-            message.chat_session_id,
-            now,
-            prompt_tokens=values.get("prompt_tokens") or 0,
-            completion_tokens=values.get("completion_tokens") or 0,
-            total_tokens=values.get("total_tokens") or 0,
-            release=message.id,
-        )
         return stored
+
+
+SESSION_TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+async def _finish_in_one_statement(
+    db: AsyncSession,
+    finished: Update,
+    message: ChatMessage,
+    tokens: dict[str, int],
+    now: datetime,
+) -> Row[Any] | None:
+    """WITH finished AS (UPDATE the message ... RETURNING it) UPDATE its session ... RETURNING
+    the message: atomic, and one round trip in autocommit mode."""
+    reply = finished.returning(*ChatMessage.__table__.columns).cte("finished")
+    held = ChatSession.turn_owner == message.id
+    statement = (
+        update(ChatSession)
+        .where(ChatSession.id == reply.c.chat_session_id)
+        .values(
+            last_activity_at=now,
+            turn_owner=case((held, None), else_=ChatSession.turn_owner),
+            turn_until=case((held, None), else_=ChatSession.turn_until),
+            **{key: getattr(ChatSession, key) + value for key, value in tokens.items()},
+        )
+        .returning(*reply.c)
+    )
+    connection = await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return (await connection.execute(statement)).first()
 
 
 class GenerationRegistry:

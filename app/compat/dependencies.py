@@ -11,7 +11,12 @@ from app.chat.dependencies import GenerationsDep
 from app.chat.service import ChatService
 from app.chat.stateless import StatelessChat
 from app.core.db import SessionmakerDep
-from app.core.dependencies import LLMRegistryDep, RateLimitsDep, SettingsDep
+from app.core.dependencies import (
+    LLMRegistryDep,
+    ProjectConfigsDep,
+    RateLimitsDep,
+    SettingsDep,
+)
 
 ApiKeyCaller = Annotated[Principal, Depends(require_api_key("chat"))]
 
@@ -22,8 +27,9 @@ async def get_stateless_chat(
     registry: LLMRegistryDep,
     settings: SettingsDep,
     limits: RateLimitsDep,
+    configs: ProjectConfigsDep,
 ) -> StatelessChat:
-    return StatelessChat(maker, principal, registry, settings, limits)
+    return StatelessChat(maker, principal, registry, settings, limits, configs)
 
 
 async def get_key_chat_service(
@@ -33,8 +39,9 @@ async def get_key_chat_service(
     settings: SettingsDep,
     generations: GenerationsDep,
     limits: RateLimitsDep,
+    configs: ProjectConfigsDep,
 ) -> ChatService:
-    return ChatService(maker, principal, registry, settings, generations, limits)
+    return ChatService(maker, principal, registry, settings, generations, limits, configs)
 
 
 StatelessChatDep = Annotated[StatelessChat, Depends(get_stateless_chat)]

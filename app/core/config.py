@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     ALGORITHM: str = "HS256"
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=30, ge=1, le=24 * 60)
     REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=30, ge=1, le=365)
+    AUTH_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=300)
     JWT_ISSUER: str = "chatbot-platform"
     JWT_AUDIENCE: str = "chatbot-platform-api"
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,10 +20,17 @@ from sqlalchemy.ext.asyncio import (
 
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.metrics import Metrics
+
+# A pooled connection unused for this long is pinged before it is handed out.
+PING_IDLE_SECONDS = 10.0
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """An engine for `DATABASE_URL`: SQLite gets foreign keys, WAL and a busy timeout."""
+def create_engine(settings: Settings, metrics: Metrics | None = None) -> AsyncEngine:
+    """An engine for `DATABASE_URL`: SQLite gets foreign keys, WAL and a busy timeout.
+
+    With `metrics`, every round trip to the database is counted (`db_round_trips_total`).
+    """
     url = make_url(settings.DATABASE_URL.get_secret_value())
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -30,14 +39,59 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # and so never a log line.
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(
-        url,
-        hide_parameters=True,
-        pool_pre_ping=True,
-        pool_size=settings.DATABASE_POOL_SIZE,
-        max_overflow=settings.DATABASE_MAX_OVERFLOW,
-    )
+    else:
+        # No pool_pre_ping: it costs a round trip per checkout, several per chat turn. A
+        # connection the server closed is dropped at checkout without asking the server
+        # (asyncpg notices the closed socket); one idle for a while is pinged first.
+        engine = create_async_engine(
+            url,
+            hide_parameters=True,
+            pool_size=settings.DATABASE_POOL_SIZE,
+            max_overflow=settings.DATABASE_MAX_OVERFLOW,
+        )
+        event.listen(engine.sync_engine.pool, "checkout", _check_out)
+        event.listen(engine.sync_engine.pool, "checkin", _check_in)
+    if metrics is not None:
+        _count_round_trips(engine, metrics)
+    return engine
+
+
+def _check_in(_: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _check_out(dbapi_connection: Any, record: Any, _: Any) -> None:
+    """Refuse a connection the server has closed (the pool then takes or opens another); ping
+    one that sat idle long enough for the server to have restarted meanwhile."""
+    is_closed = getattr(getattr(dbapi_connection, "_connection", None), "is_closed", None)
+    if callable(is_closed) and is_closed():
+        raise DisconnectionError("the database closed this connection")
+    idle_since = record.info.get("idle_since")
+    if idle_since is not None and time.monotonic() - idle_since > PING_IDLE_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("the idle connection did not answer a ping") from exc
+
+
+def _count_round_trips(engine: AsyncEngine, metrics: Metrics) -> None:
+    counter = metrics.db_round_trips
+    statements, begins = counter.labels("statement"), counter.labels("begin")
+    commits, rollbacks = counter.labels("commit"), counter.labels("rollback")
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", lambda *_: statements.inc())
+    for name, count in (("begin", begins), ("commit", commits), ("rollback", rollbacks)):
+        event.listen(sync_engine, name, _unless_autocommit(count.inc))
+
+
+def _unless_autocommit(count: Callable[[], None]) -> Callable[..., None]:
+    """A transaction event's handler: in autocommit mode no BEGIN/COMMIT goes to the server."""
+
+    def handler(connection: Connection, *_: Any) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            count()
+
+    return handler
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.core.config import Settings
 from app.core.ratelimit import RateLimits
 from app.llm.registry import ProviderRegistry
+from app.projects.config import ProjectConfigs
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -26,6 +27,12 @@ def get_rate_limits(request: Request) -> RateLimits:
     return limits
 
 
+def get_project_configs(request: Request) -> ProjectConfigs:
+    configs: ProjectConfigs = request.app.state.project_configs
+    return configs
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 LLMRegistryDep = Annotated[ProviderRegistry, Depends(get_llm_registry)]
 RateLimitsDep = Annotated[RateLimits, Depends(get_rate_limits)]
+ProjectConfigsDep = Annotated[ProjectConfigs, Depends(get_project_configs)]

@@ -5,11 +5,17 @@
 - `llm_calls_total{provider,model,outcome}` and `llm_call_duration_seconds{provider,model}`: one
   per attempt (`outcome` is `success` or the error code, e.g. `llm_timeout`).
 - `llm_tokens_total{provider,model,kind}`: prompt and completion tokens.
-- `chat_active_generations`: replies being generated in this process.
+- `chat_active_generations`: replies being generated (summed over live worker processes).
+- `db_round_trips_total{kind}`: statements, BEGINs, COMMITs and ROLLBACKs sent to the database.
+
+With several worker processes (`uvicorn --workers N`), set `PROMETHEUS_MULTIPROC_DIR` to an empty
+directory that the workers share (prometheus-client's multiprocess mode): `/metrics` then sums
+every worker's numbers instead of showing whichever worker answered.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import (
@@ -19,6 +25,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,7 +71,14 @@ class Metrics:
         )
         self.active_generations = Gauge(
             "chat_active_generations",
-            "Replies being generated in this process.",
+            "Replies being generated.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_round_trips = Counter(
+            "db_round_trips",
+            "Database round trips: statements, and BEGIN/COMMIT/ROLLBACK.",
+            ["kind"],
             registry=self.registry,
         )
 
@@ -76,7 +90,16 @@ class Metrics:
         self.llm_tokens.labels(provider, model, "prompt").inc(prompt)
         self.llm_tokens.labels(provider, model, "completion").inc(completion)
 
+    def process_ended(self) -> None:
+        """A worker stops: its live gauges leave the multiprocess sums."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's numbers, summed
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

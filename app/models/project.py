@@ -38,6 +38,9 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     end_user_tokens_per_day: Mapped[int | None]
     # Sent instead of an error when the LLM fails (the failure is still recorded).
     fallback_reply: Mapped[str | None] = mapped_column(Text)
+    # Raised by every change to the project, its prompts or its intents (app/projects/config.py):
+    # what chat turns check before using the settings they cached.
+    revision: Mapped[int] = mapped_column(default=1, server_default="1")
 
     __table_args__ = (
         Index("ix_projects_workspace_id_created_at", "workspace_id", "created_at"),

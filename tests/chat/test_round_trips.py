@@ -1,0 +1,78 @@
+"""Database round trips per chat turn, as `db_round_trips_total` counts them (statements, BEGIN,
+COMMIT, ROLLBACK), in the steady state (user or key, and project settings, cached).
+
+On Postgres a turn costs at most six: BEGIN, the session claim, the history, one INSERT of both
+messages, COMMIT; then the reply is stored and the session released in one statement. SQLite
+has no data-modifying CTEs: storing the reply there is a transaction of its own (three more).
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests import factories
+
+POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql")
+MAX_ROUND_TRIPS_PER_TURN = 6 if POSTGRES else 9
+
+
+def round_trips(app: FastAPI) -> float:
+    counter = app.state.metrics.db_round_trips
+    return sum(
+        sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+async def measured_turns(
+    app: FastAPI, client: httpx.AsyncClient, send: dict[str, object], headers: dict[str, str]
+) -> list[float]:
+    """Round trips of each of 5 turns (after 2 warm-up turns), each sent once its reply is
+    stored (the reply is stored before the response is sent)."""
+    counts = []
+    for index in range(7):
+        before = round_trips(app)
+        response = await client.post("/chat", json=send, headers=headers)
+        assert response.status_code == 200, response.text
+        if index >= 2:
+            counts.append(round_trips(app) - before)
+    return counts
+
+
+@pytest.mark.parametrize("caller", ["user", "api_key"])
+async def test_a_turn_in_an_existing_session_costs_at_most_six_round_trips(
+    app: FastAPI, client: httpx.AsyncClient, caller: str
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    await factories.create_prompt(client, owner, pid)
+    await factories.create_prompt(client, owner, pid, content="Be brief.")
+    await factories.create_intent(client, owner, pid)
+    headers = owner.headers
+    if caller == "api_key":
+        headers = factories.key_headers((await factories.api_key(client, owner, pid))["key"])
+    first = await client.post("/chat", json={"project_id": pid, "message": "hi"}, headers=headers)
+    assert first.status_code == 200, first.text
+    send = {"project_id": pid, "session_id": first.json()["session_id"], "message": "and now?"}
+
+    counts = await measured_turns(app, client, send, headers)
+
+    assert max(counts) <= MAX_ROUND_TRIPS_PER_TURN, counts
+
+
+async def test_a_turn_that_starts_a_session_costs_at_most_six_round_trips(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    await factories.create_prompt(client, owner, pid)
+
+    counts = await measured_turns(app, client, {"project_id": pid, "message": "hi"}, owner.headers)
+
+    assert max(counts) <= MAX_ROUND_TRIPS_PER_TURN, counts
