@@ -75,17 +75,20 @@ async def chat(
     return response.json()
 
 
-async def create_intent(
-    client: httpx.AsyncClient, owner: Account, project_id: str, **fields: Any
-) -> dict[str, Any]:
-    body = {
+def intent_body(**fields: Any) -> dict[str, Any]:
+    return {
         "name": "greeting",
         "patterns": [{"type": "keyword", "value": "hello"}],
         "reply": "Hi there!",
         **fields,
     }
+
+
+async def create_intent(
+    client: httpx.AsyncClient, owner: Account, project_id: str, **fields: Any
+) -> dict[str, Any]:
     response = await client.post(
-        f"/projects/{project_id}/intents", json=body, headers=owner.headers
+        f"/projects/{project_id}/intents", json=intent_body(**fields), headers=owner.headers
     )
     assert response.status_code == 201, response.text
     return response.json()

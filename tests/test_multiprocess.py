@@ -84,7 +84,7 @@ def _api_process(env: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 async def two_apis(
-    database_url: str, clean_database: None
+    database_url: str, clean_database: None, tmp_path: Path
 ) -> AsyncIterator[tuple[FakeOpenAI, httpx.AsyncClient, httpx.AsyncClient]]:
     upstream = FakeOpenAI(Behaviour(delay=0.2))
     async with serve(upstream.asgi()) as upstream_url:
@@ -102,6 +102,8 @@ async def two_apis(
             "REGISTRATIONS_PER_IP_PER_HOUR": "0",
             "LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "0",
             "LOG_LEVEL": "WARNING",
+            # prometheus-client's multiprocess mode: /metrics sums both processes.
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         }
         with _api_process(env) as first_url, _api_process(env) as second_url:
             async with (
@@ -183,3 +185,20 @@ async def test_one_sessions_messages_are_answered_in_order_across_processes(
         assert reply["content"] == f"Fake reply to: {question['content']}"
     session = (await second.get(f"/sessions/{sid}", headers=owner.headers)).json()
     assert session["message_count"] == 14
+
+
+async def test_metrics_sum_every_process(
+    two_apis: tuple[FakeOpenAI, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, first, second = two_apis
+    owner = await factories.account(first)
+    for client, count in ((first, 3), (second, 2)):
+        for _ in range(count):
+            assert (await client.get("/projects", headers=owner.headers)).status_code == 200
+
+    for client in (first, second):
+        text = (await client.get("/metrics")).text
+        line = 'http_requests_total{method="GET",route="/projects",status="200"}'
+        counts = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
+        assert counts == [5.0], counts
+        assert "db_round_trips_total" in text
