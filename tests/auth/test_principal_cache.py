@@ -43,7 +43,9 @@ async def test_a_revoked_key_stops_at_once_here_and_within_the_cache_time_elsewh
     for api in (client, other_process):  # both processes cache the key
         assert (await api.get(url, headers=headers)).status_code == 200
 
-    revoked = await client.delete(f"/projects/{pid}/api-keys/{created['id']}", headers=owner.headers)
+    revoked = await client.delete(
+        f"/projects/{pid}/api-keys/{created['id']}", headers=owner.headers
+    )
     assert revoked.status_code == 204
 
     assert (await client.get(url, headers=headers)).status_code == 401
