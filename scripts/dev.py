@@ -4,6 +4,8 @@
     python3 scripts/dev.py serve    # install into .venv, migrate SQLite, serve on :8000
     python3 scripts/dev.py test     # install into .venv, run the test suite (args go to pytest)
     python3 scripts/dev.py lint     # ruff and mypy
+    python3 scripts/dev.py bench    # load benchmark against Postgres, Redis, wrk and LiteLLM
+                                    # (args go to tests/bench/chat_load.py; --help for them)
 
 The first run creates `.venv` and installs the project (with its dev tools) into it; later runs
 reinstall only when pyproject.toml changes.
@@ -59,13 +61,15 @@ def serve(args: list[str]) -> None:
 
 def main() -> None:
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
-    if command not in {"serve", "test", "lint"}:
+    if command not in {"serve", "test", "lint", "bench"}:
         sys.exit(__doc__)
     ensure_venv()
     if command == "serve":
         serve(args)
     elif command == "test":
         run([str(PYTHON), "-m", "pytest", *args])
+    elif command == "bench":
+        run([str(PYTHON), "-m", "tests.bench.chat_load", *args])
     else:
         run([str(PYTHON), "-m", "ruff", "check", "."])
         run([str(PYTHON), "-m", "ruff", "format", "--check", "."])

@@ -54,11 +54,19 @@ class Behaviour:
 
 
 class FakeOpenAI:
-    def __init__(self, default: Behaviour | None = None, *, record: bool = True) -> None:
+    def __init__(
+        self,
+        default: Behaviour | None = None,
+        *,
+        record: bool = True,
+        model_delays: dict[str, float] | None = None,
+    ) -> None:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.default = default or Behaviour()
         self.record = record
+        # Seconds the default behaviour waits for these models (instead of `default.delay`).
+        self.model_delays = model_delays or {}
         self._script: deque[Behaviour] = deque()
 
     def script(self, *behaviours: Behaviour) -> None:
@@ -101,8 +109,11 @@ class FakeOpenAI:
             self.requests.append(payload)
             self.headers.append({k.lower(): v for k, v in request.headers.items()})
         behaviour = self._script.popleft() if self._script else self.default
-        if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)
+        delay = behaviour.delay
+        if behaviour is self.default:
+            delay = self.model_delays.get(payload.get("model"), delay)
+        if delay:
+            await asyncio.sleep(delay)
         if behaviour.kind == "status":
             body = behaviour.body or {"error": {"message": f"upstream error {behaviour.status}"}}
             return JSONResponse(body, status_code=behaviour.status, headers=behaviour.headers)
@@ -184,6 +195,8 @@ def create_app() -> Starlette:
     """Factory for running the fake as a real server (uvicorn --factory).
 
     `FAKE_OPENAI_LATENCY_MS` delays every answer (a fixed upstream latency for benchmarks);
+    `FAKE_OPENAI_MODEL_LATENCY_MS` overrides it per requested model, e.g.
+    `bench-slow=200,bench-fast=0` (scripted behaviours keep their own `delay`);
     `FAKE_OPENAI_CHUNK_DELAY_MS` spaces streamed chunks; `FAKE_OPENAI_RECORD=0` stops recording
     requests (for long load runs).
     """
@@ -191,4 +204,13 @@ def create_app() -> Starlette:
         delay=float(os.environ.get("FAKE_OPENAI_LATENCY_MS", "0")) / 1000,
         chunk_delay=float(os.environ.get("FAKE_OPENAI_CHUNK_DELAY_MS", "0")) / 1000,
     )
-    return FakeOpenAI(default, record=os.environ.get("FAKE_OPENAI_RECORD", "1") != "0").asgi()
+    model_delays = {
+        model.strip(): float(ms) / 1000
+        for model, _, ms in (
+            item.partition("=")
+            for item in os.environ.get("FAKE_OPENAI_MODEL_LATENCY_MS", "").split(",")
+            if item.strip()
+        )
+    }
+    record = os.environ.get("FAKE_OPENAI_RECORD", "1") != "0"
+    return FakeOpenAI(default, record=record, model_delays=model_delays).asgi()

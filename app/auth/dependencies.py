@@ -65,7 +65,7 @@ class Principal:
         return replace(self, end_user_id=end_user_id)
 
 
-def get_principal_cache(request: Request) -> PrincipalCache:
+async def get_principal_cache(request: Request) -> PrincipalCache:
     cache: PrincipalCache = request.app.state.principals
     return cache
 

@@ -23,7 +23,7 @@ from app.core.dependencies import (
 )
 
 
-def get_generations(request: Request) -> GenerationRegistry:
+async def get_generations(request: Request) -> GenerationRegistry:
     generations: GenerationRegistry = request.app.state.generations
     return generations
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Update,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import Keyset, PageParams
@@ -94,29 +106,24 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         """Let the turn `owner` hold the session until `until` and reserve `reserve` message
         positions, in one conditional UPDATE; None if the session is not the caller's in that
         project, or another turn holds it. Also returns the project's revision."""
-        revision = (
-            select(Project.revision)
-            .where(Project.id == ChatSession.project_id, Project.workspace_id == self.workspace_id)
-            .scalar_subquery()
+        audience = self.audience
+        params: dict[str, Any] = {
+            "b_workspace_id": self.workspace_id,
+            "b_session_id": session_id,
+            "b_project_id": project_id,
+            "owner": owner,
+            "until": until,
+            "now": now,
+            "reserve": reserve,
+            "audience_project_id": audience.project_id,
+            "b_end_user_id": audience.end_user_id,
+        }
+        shape = (
+            audience.project_id is not None,
+            audience.per_end_user,
+            audience.end_user_id is None,
         )
-        result = await self.session.execute(
-            update(ChatSession)
-            .where(
-                ChatSession.workspace_id == self.workspace_id,
-                *self._audience_conditions(),
-                ChatSession.id == session_id,
-                ChatSession.project_id == project_id,
-                or_(ChatSession.turn_owner.is_(None), ChatSession.turn_until < now),
-            )
-            .values(
-                turn_owner=owner,
-                turn_until=until,
-                message_count=ChatSession.message_count + reserve,
-                last_activity_at=now,
-            )
-            .returning(ChatSession.message_count, revision)
-        )
-        row = result.first()
+        row: Any = (await self.core(_claim_statement(*shape), params)).first()
         return None if row is None else TurnClaim(last_seq=int(row[0]), revision=int(row[1]))
 
     async def extend_turn(self, session_id: uuid.UUID, owner: uuid.UUID, until: datetime) -> None:
@@ -159,6 +166,65 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         )
 
 
+# The hot path's statements are built once: building a statement and its cache key costs
+# more CPU than running it.
+
+
+@cache
+def _claim_statement(project_scoped: bool, per_end_user: bool, end_user_null: bool) -> Update:
+    revision = (
+        select(Project.revision)
+        .where(
+            Project.id == ChatSession.project_id,
+            Project.workspace_id == bindparam("b_workspace_id"),
+        )
+        .scalar_subquery()
+    )
+    now = bindparam("now", type_=ChatSession.last_activity_at.type)
+    conditions = [
+        ChatSession.workspace_id == bindparam("b_workspace_id"),
+        ChatSession.id == bindparam("b_session_id"),
+        ChatSession.project_id == bindparam("b_project_id"),
+        or_(ChatSession.turn_owner.is_(None), ChatSession.turn_until < now),
+    ]
+    if project_scoped:
+        conditions.append(ChatSession.project_id == bindparam("audience_project_id"))
+    if per_end_user:
+        conditions.append(
+            ChatSession.end_user_id.is_(None)
+            if end_user_null
+            else ChatSession.end_user_id == bindparam("b_end_user_id")
+        )
+    return (
+        update(ChatSession)
+        .where(*conditions)
+        .values(
+            turn_owner=bindparam("owner", type_=ChatSession.id.type),
+            turn_until=bindparam("until", type_=ChatSession.last_activity_at.type),
+            message_count=ChatSession.message_count + bindparam("reserve", type_=Integer()),
+            last_activity_at=now,
+        )
+        .returning(ChatSession.message_count, revision)
+    )
+
+
+@cache
+def _history_statement(before: bool) -> Select[str, str]:
+    statement = select(ChatMessage.role, ChatMessage.content).where(
+        ChatMessage.workspace_id == bindparam("workspace_id"),
+        ChatMessage.chat_session_id == bindparam("session_id"),
+        ChatMessage.status.in_(_CONTEXT_STATUSES),
+        ChatMessage.content != "",
+    )
+    if before:
+        statement = statement.where(ChatMessage.seq < bindparam("before_seq"))
+    return statement.order_by(ChatMessage.seq.desc()).limit(bindparam("size", type_=Integer()))
+
+
+_INSERT_MESSAGES = insert(ChatMessage)
+_MESSAGE_COLUMNS = tuple(column.key for column in ChatMessage.__table__.columns)
+
+
 class MessageRepository(WorkspaceRepository[ChatMessage]):
     model = ChatMessage
 
@@ -180,20 +246,28 @@ class MessageRepository(WorkspaceRepository[ChatMessage]):
 
     async def history_window(
         self, session_id: uuid.UUID, size: int, *, before_seq: int | None = None
-    ) -> list[ChatMessage]:
-        """The last `size` usable messages (before `before_seq`), oldest first. Reads only those
-        rows; failed, pending and superseded replies are not part of the conversation."""
+    ) -> list[tuple[str, str]]:
+        """(role, content) of the last `size` usable messages (before `before_seq`), oldest
+        first. Reads only those rows, through the (session, seq) index; failed, pending and
+        superseded replies are not part of the conversation."""
         if size <= 0:
             return []
-        statement = self.scoped().where(
-            ChatMessage.chat_session_id == session_id,
-            ChatMessage.status.in_(_CONTEXT_STATUSES),
-            ChatMessage.content != "",
-        )
-        if before_seq is not None:
-            statement = statement.where(ChatMessage.seq < before_seq)
-        result = await self.session.execute(statement.order_by(ChatMessage.seq.desc()).limit(size))
-        return list(reversed(result.scalars().all()))
+        params = {
+            "workspace_id": self.workspace_id,
+            "session_id": session_id,
+            "size": size,
+            "before_seq": before_seq,
+        }
+        result = await self.core(_history_statement(before_seq is not None), params)
+        return [(role, content) for role, content in reversed(result.all())]
+
+    async def insert(self, *messages: ChatMessage) -> None:
+        """INSERT the messages in one statement (the instances stay outside the session)."""
+        rows = []
+        for message in messages:
+            message.workspace_id = self.workspace_id
+            rows.append({key: getattr(message, key) for key in _MESSAGE_COLUMNS})
+        await self.core(_INSERT_MESSAGES, rows)
 
     async def last_of_role(
         self, session_id: uuid.UUID, role: str, *, before_seq: int | None = None

@@ -274,22 +274,20 @@ class ChatService:
                     return None
                 project = config.project
                 admitted = await admit_turn(self.limits, self.settings, self.principal, project)
-                messages = MessageRepository(db, self.workspace_id)
-                history = await messages.history_window(session_id, project.history_window)
-            user_message = MessageRepository(db, self.workspace_id).add(
-                ChatMessage(
-                    id=uuid.uuid4(),
-                    chat_session_id=session_id,
-                    seq=last_seq - 1,
-                    role=MessageRole.USER,
-                    content=data.message,
-                    status=MessageStatus.COMPLETE,
-                    created_at=now,
-                    completed_at=now,
+                history = await MessageRepository(db, self.workspace_id).history_window(
+                    session_id, project.history_window
                 )
+            user_message = ChatMessage(
+                id=uuid.uuid4(),
+                chat_session_id=session_id,
+                seq=last_seq - 1,
+                role=MessageRole.USER,
+                content=data.message,
+                status=MessageStatus.COMPLETE,
+                created_at=now,
+                completed_at=now,
             )
-            prepared = self._add_pending_reply(
-                db,
+            prepared = self._pending_reply(
                 config,
                 user_message,
                 history,
@@ -297,6 +295,9 @@ class ChatService:
                 now=now,
                 context=data.context,
                 reply_id=reply_id,
+            )
+            await MessageRepository(db, self.workspace_id).insert(
+                user_message, prepared.assistant_message
             )
             prepared.budgets = admitted.tokens
             return prepared
@@ -369,16 +370,16 @@ class ChatService:
                 session_id, project.history_window, before_seq=user_message.seq
             )
             seq = await sessions.reserve_seqs(session_id, 1, now)
-            prepared = self._add_pending_reply(db, config, user_message, history, seq=seq, now=now)
+            prepared = self._pending_reply(config, user_message, history, seq=seq, now=now)
+            await messages.insert(prepared.assistant_message)
             prepared.budgets = admitted.tokens
             return prepared
 
-    def _add_pending_reply(
+    def _pending_reply(
         self,
-        db: AsyncSession,
         config: ProjectConfig,
         user_message: ChatMessage,
-        history: list[ChatMessage],
+        history: list[tuple[str, str]],
         *,
         seq: int,
         now: datetime,
@@ -386,29 +387,27 @@ class ChatService:
         reply_id: uuid.UUID | None = None,
     ) -> _PreparedTurn:
         """Build the LLM request for `user_message` (or pick the intent that answers it) and
-        add the pending reply to it (stored with the transaction)."""
+        the pending reply to it (for the caller to INSERT)."""
         plan = plan_reply(
             config,
             self.registry,
             self.settings,
-            history=[LLMMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
+            history=[LLMMessage(role, content) for role, content in history],  # type: ignore[arg-type]
             message=user_message.content,
             context=context,
         )
-        assistant_message = MessageRepository(db, self.workspace_id).add(
-            ChatMessage(
-                id=reply_id or uuid.uuid4(),
-                chat_session_id=user_message.chat_session_id,
-                seq=seq,
-                role=MessageRole.ASSISTANT,
-                content="",
-                status=MessageStatus.PENDING,
-                provider=plan.provider_name,
-                model=plan.model,
-                intent=plan.intent.name if plan.intent else None,
-                created_at=now,
-                heartbeat_at=now,
-            )
+        assistant_message = ChatMessage(
+            id=reply_id or uuid.uuid4(),
+            chat_session_id=user_message.chat_session_id,
+            seq=seq,
+            role=MessageRole.ASSISTANT,
+            content="",
+            status=MessageStatus.PENDING,
+            provider=plan.provider_name,
+            model=plan.model,
+            intent=plan.intent.name if plan.intent else None,
+            created_at=now,
+            heartbeat_at=now,
         )
         return _PreparedTurn(
             session_id=user_message.chat_session_id,

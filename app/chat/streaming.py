@@ -19,9 +19,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Update, case, func, select, update
+from sqlalchemy import Integer, Update, bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
@@ -377,25 +378,30 @@ async def finish_pending_reply(
     let go of the session if this reply's turn holds it.
 
     Returns the stored message (as it now is), or None when it no longer exists. On Postgres
-    this is one statement (a data-modifying CTE) outside any transaction block: one round trip.
+    this is one prebuilt statement (a data-modifying CTE) outside any transaction block: one
+    round trip.
     """
-    finished = (
-        update(ChatMessage)
-        .where(
-            ChatMessage.workspace_id == workspace_id,
-            ChatMessage.id == message.id,
-            ChatMessage.status == MessageStatus.PENDING,
-        )
-        .values(**values, completed_at=now, heartbeat_at=now)
-    )
     tokens = {key: values.get(key) or 0 for key in SESSION_TOKEN_COLUMNS}
     async with maker() as db:
         if db.get_bind().dialect.name == "postgresql":
-            row = await _finish_in_one_statement(db, finished, message, tokens, now)
+            params = {f"v_{key}": values.get(key, getattr(message, key)) for key in FINAL_COLUMNS}
+            params |= {f"add_{key}": value for key, value in tokens.items()}
+            params |= {"b_workspace_id": workspace_id, "message_id": message.id, "now": now}
+            connection = await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            row = (await connection.execute(_finish_statement(), params)).first()
             stored = None if row is None else ChatMessage(**row._mapping)
         else:
             async with db.begin():
-                result = await db.execute(finished.returning(ChatMessage))
+                result = await db.execute(
+                    update(ChatMessage)
+                    .where(
+                        ChatMessage.workspace_id == workspace_id,
+                        ChatMessage.id == message.id,
+                        ChatMessage.status == MessageStatus.PENDING,
+                    )
+                    .values(**values, completed_at=now, heartbeat_at=now)
+                    .returning(ChatMessage)
+                )
                 stored = result.scalar_one_or_none()
                 if stored is not None:
                     await SessionRepository(db, workspace_id).touch(
@@ -408,32 +414,58 @@ async def finish_pending_reply(
 
 
 SESSION_TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# What a reply's final state sets (Generation.run's `values`; missing ones keep their value).
+FINAL_COLUMNS = (
+    "content",
+    "latency_ms",
+    "model",
+    "provider",
+    "finish_reason",
+    "attempts",
+    "status",
+    "error_code",
+    "error_message",
+    *SESSION_TOKEN_COLUMNS,
+)
 
 
-async def _finish_in_one_statement(
-    db: AsyncSession,
-    finished: Update,
-    message: ChatMessage,
-    tokens: dict[str, int],
-    now: datetime,
-) -> Row[Any] | None:
-    """WITH finished AS (UPDATE the message ... RETURNING it) UPDATE its session ... RETURNING
-    the message: atomic, and one round trip in autocommit mode."""
-    reply = finished.returning(*ChatMessage.__table__.columns).cte("finished")
-    held = ChatSession.turn_owner == message.id
-    statement = (
-        update(ChatSession)
-        .where(ChatSession.id == reply.c.chat_session_id)
-        .values(
-            last_activity_at=now,
-            turn_owner=case((held, None), else_=ChatSession.turn_owner),
-            turn_until=case((held, None), else_=ChatSession.turn_until),
-            **{key: getattr(ChatSession, key) + value for key, value in tokens.items()},
+@cache
+def _finish_statement() -> Update:
+    """WITH finished AS (UPDATE the pending message ... RETURNING it) UPDATE its session (the
+    tokens, the activity, the lease) RETURNING the message: atomic, and built once."""
+    columns = ChatMessage.__table__.columns
+    now = bindparam("now", type_=ChatMessage.completed_at.type)
+    finished = (
+        update(ChatMessage)
+        .where(
+            ChatMessage.workspace_id == bindparam("b_workspace_id"),
+            ChatMessage.id == bindparam("message_id"),
+            ChatMessage.status == MessageStatus.PENDING,
         )
-        .returning(*reply.c)
+        .values(
+            {key: bindparam(f"v_{key}", type_=columns[key].type) for key in FINAL_COLUMNS}
+            | {"completed_at": now, "heartbeat_at": now}
+        )
+        .returning(*columns)
+        .cte("finished")
     )
-    connection = await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return (await connection.execute(statement)).first()
+    held = ChatSession.turn_owner == finished.c.id
+    return (
+        update(ChatSession)
+        .where(ChatSession.id == finished.c.chat_session_id)
+        .values(
+            {
+                key: getattr(ChatSession, key) + bindparam(f"add_{key}", type_=Integer())
+                for key in SESSION_TOKEN_COLUMNS
+            }
+            | {
+                "last_activity_at": now,
+                "turn_owner": case((held, None), else_=ChatSession.turn_owner),
+                "turn_until": case((held, None), else_=ChatSession.turn_until),
+            }
+        )
+        .returning(*finished.c)
+    )
 
 
 class GenerationRegistry:

@@ -1,4 +1,5 @@
-"""Dependencies for the objects the lifespan builds and stores on `app.state`."""
+"""Dependencies for the objects the lifespan builds and stores on `app.state`. They are `async`
+so that FastAPI calls them directly instead of in its thread pool."""
 
 from __future__ import annotations
 
@@ -12,22 +13,22 @@ from app.llm.registry import ProviderRegistry
 from app.projects.config import ProjectConfigs
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_llm_registry(request: Request) -> ProviderRegistry:
+async def get_llm_registry(request: Request) -> ProviderRegistry:
     registry: ProviderRegistry = request.app.state.llm_registry
     return registry
 
 
-def get_rate_limits(request: Request) -> RateLimits:
+async def get_rate_limits(request: Request) -> RateLimits:
     limits: RateLimits = request.app.state.rate_limits
     return limits
 
 
-def get_project_configs(request: Request) -> ProjectConfigs:
+async def get_project_configs(request: Request) -> ProjectConfigs:
     configs: ProjectConfigs = request.app.state.project_configs
     return configs
 

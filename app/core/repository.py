@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Executable, Result, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import Keyset, PageParams
@@ -27,6 +27,12 @@ class WorkspaceRepository(Generic[ModelT]):
 
     def scoped(self) -> Select[Any]:
         return select(self.model).where(self.model.workspace_id == self.workspace_id)
+
+    async def core(self, statement: Executable, params: Any = None) -> Result[Any]:
+        """Run a Core statement on the session's connection (no ORM processing: for the hot
+        path's prebuilt statements)."""
+        connection = await self.session.connection()
+        return await connection.execute(statement, params)
 
     async def get(self, entity_id: uuid.UUID) -> ModelT | None:
         result = await self.session.execute(self.scoped().where(self.model.id == entity_id))
