@@ -10,9 +10,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys.service import authenticate, hash_secret, looks_like_api_key
 from app.auth.cache import PrincipalCache
+from app.auth.repository import AccountRepository
 from app.auth.service import AuthService
 from app.core.config import Settings
 from app.core.db import SessionDep, SessionmakerDep
@@ -76,16 +78,15 @@ PrincipalCacheDep = Annotated[PrincipalCache, Depends(get_principal_cache)]
 async def get_current_principal(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     settings: SettingsDep,
-    auth: AuthServiceDep,
+    maker: SessionmakerDep,
     principals: PrincipalCacheDep,
 ) -> Principal:
-    return await _principal(token, settings, auth, principals)
+    return await _principal(token, settings, maker, principals)
 
 
 async def get_caller(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     settings: SettingsDep,
-    auth: AuthServiceDep,
     maker: SessionmakerDep,
     principals: PrincipalCacheDep,
     x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
@@ -101,7 +102,7 @@ async def get_caller(
     """A signed-in user, or a project API key (`Authorization: Bearer cbp_…` or `X-API-Key`)."""
     secret = x_api_key or (token if token and looks_like_api_key(token) else None)
     if secret is None:
-        return await _principal(token, settings, auth, principals)
+        return await _principal(token, settings, maker, principals)
     cache_key = f"key:{hash_secret(secret)}"
     principal = principals.get(cache_key)
     if principal is None:
@@ -133,7 +134,6 @@ async def get_caller(
 async def get_stream_caller(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     settings: SettingsDep,
-    auth: AuthServiceDep,
     maker: SessionmakerDep,
     principals: PrincipalCacheDep,
     x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
@@ -148,7 +148,7 @@ async def get_stream_caller(
 ) -> Principal:
     """`get_caller`, also accepting a user's token as `?access_token=` (event streams only)."""
     return await get_caller(
-        token or access_token, settings, auth, maker, principals, x_api_key, x_end_user_id
+        token or access_token, settings, maker, principals, x_api_key, x_end_user_id
     )
 
 
@@ -185,7 +185,10 @@ def require_api_key(scope: str) -> Callable[..., Awaitable[Principal]]:
 
 
 async def _principal(
-    token: str | None, settings: Settings, auth: AuthService, principals: PrincipalCache
+    token: str | None,
+    settings: Settings,
+    maker: async_sessionmaker[AsyncSession],
+    principals: PrincipalCache,
 ) -> Principal:
     if token and looks_like_api_key(token):
         raise ForbiddenError(
@@ -200,7 +203,8 @@ async def _principal(
     cache_key = f"user:{claims.user_id}"
     principal = principals.get(cache_key)
     if principal is None:
-        membership = await auth.membership(claims.user_id)
+        async with maker() as db:  # only when not cached: no session otherwise
+            membership = await AccountRepository(db).get_membership(claims.user_id)
         if membership is None:
             raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
         user = membership.user

@@ -47,6 +47,7 @@ from app.core.idempotency import (
     store_for,
 )
 from app.core.pagination import Page, PageParamsDep
+from app.core.responses import ModelResponse
 from app.intents.schemas import Link
 from app.llm.resilience import report_headers
 
@@ -117,9 +118,7 @@ async def _answer(
     if stream:
         return _turn_stream(turn, generation, ping)
     turn = await chat.wait_for_reply(turn, generation)
-    return JSONResponse(
-        chat_response(turn).model_dump(mode="json"), headers=report_headers(turn.report)
-    )
+    return ModelResponse(chat_response(turn), headers=report_headers(turn.report))
 
 
 def chat_response(turn: ChatTurn) -> ChatResponse:

@@ -321,11 +321,11 @@ class ChatService:
         claim = await sessions.claim_turn(
             data.session_id, data.project_id, reply_id, now + lease, now, reserve=2
         )
-        if claim is None:
-            if await self.configs.current(db, self.workspace_id, data.project_id) is None:
-                raise project_not_found()
+        if claim is None:  # busy, unless the session is not found (a session implies its project)
             found = await sessions.get(data.session_id)
             if found is None or found.project_id != data.project_id:
+                if await self.configs.current(db, self.workspace_id, data.project_id) is None:
+                    raise project_not_found()
                 raise session_not_found()
             return None, 0
         config = await self.configs.get(db, self.workspace_id, data.project_id, claim.revision)

@@ -335,7 +335,11 @@ class Generation:
             length = len(self.text)
             write = length != flushed or time.monotonic() - beat >= HEARTBEAT_EVERY_SECONDS
             try:
-                async with self.maker() as db, db.begin():
+                async with self.maker() as db:
+                    # One statement: autocommit, so no BEGIN/COMMIT round trips around it.
+                    connection = await db.connection(
+                        execution_options={"isolation_level": "AUTOCOMMIT"}
+                    )
                     where = (
                         ChatMessage.workspace_id == self.workspace_id,
                         ChatMessage.id == self.message_id,
@@ -353,7 +357,7 @@ class Generation:
                         )
                     else:
                         statement = select(ChatMessage.cancel_requested_at).where(*where)
-                    row = (await db.execute(statement)).first()
+                    row = (await connection.execute(statement)).first()
             except SQLAlchemyError:
                 logger.warning("could not flush the reply message_id=%s", self.message_id)
                 continue

@@ -36,6 +36,7 @@ from app.core.errors import (
 )
 from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.core.idempotency import fingerprint, run_idempotent, store_for
+from app.core.responses import ModelResponse
 from app.llm.base import LLMError
 from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage, StreamChunk, Usage
@@ -292,7 +293,7 @@ async def _create(body: ChatCompletionRequest, chat: StatelessChat, settings: Se
         if usage
         else CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
     )
-    return JSONResponse(completion.model_dump(mode="json"), headers=_headers(turn, reply.fallback))
+    return ModelResponse(completion, headers=_headers(turn, reply.fallback))
 
 
 async def _chunk_events(

@@ -19,6 +19,7 @@ from app.core.dependencies import SettingsDep
 from app.core.errors import error_responses, field_error
 from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.core.idempotency import fingerprint, run_idempotent, store_for
+from app.core.responses import ModelResponse
 from app.intents.matcher import IntentRule
 from app.intents.schemas import Link
 from app.llm.resilience import report_headers
@@ -145,7 +146,7 @@ async def simple_chat(
 
     async def answer() -> JSONResponse:
         response, headers = await _simple_answer(body, end_user, stateless, stored)
-        return JSONResponse(response.model_dump(mode="json"), headers=headers)
+        return ModelResponse(response, headers=headers)
 
     return await run_idempotent(
         store_for(stateless.maker, principal, settings),

@@ -366,8 +366,6 @@ def api_env(run: Run, database_url: URL) -> dict[str, str]:
         "LLM_BASE_URL": f"{run.upstream}/v1",
         "LLM_MODEL": FAST,
         "OPENAI_API_KEY": "sk-bench",
-        "LLM_MAX_ATTEMPTS": "1",
-        "LOG_LEVEL": "WARNING",
         "REDIS_URL": REDIS_URL if run.args.redis else "",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "REGISTRATIONS_PER_IP_PER_HOUR": "0",
@@ -863,7 +861,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--threads", type=int, default=2, help="wrk threads")
     add("--connections", type=int, default=32, help="wrk connections")
     add("--duration", type=int, default=20, help="seconds per measured wrk run")
-    add("--sessions", type=int, default=128, help="sessions per project (>= 4 x connections)")
+    add("--sessions", type=int, default=256, help="sessions per project (>= 4 x connections)")
     add("--history-turns", type=int, default=100, help="phase d: turns per session")
     add("--stream-requests", type=int, default=200, help="phase e: streams per path")
     add("--redis", action=argparse.BooleanOptionalAction, default=True, help=f"use {REDIS_URL}")
