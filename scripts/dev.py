@@ -4,6 +4,7 @@
     python3 scripts/dev.py serve    # install into .venv, migrate SQLite, serve on :8000
     python3 scripts/dev.py test     # install into .venv, run the test suite (args go to pytest)
     python3 scripts/dev.py lint     # ruff and mypy
+    python3 scripts/dev.py audit    # pip-audit: known vulnerabilities in the installed dependencies
     python3 scripts/dev.py bench    # load benchmark against Postgres, Redis, wrk and LiteLLM
                                     # (args go to tests/bench/chat_load.py; --help for them)
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -42,6 +44,14 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_wrk() -> None:
+    """The benchmark's load tool, from Debian's packages when it is missing and we may."""
+    if shutil.which("wrk") or not shutil.which("apt-get") or os.geteuid() != 0:
+        return  # the benchmark says what is missing
+    print("installing wrk (apt-get install wrk) ...", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
+
+
 def run(command: list[str], env: dict[str, str] | None = None) -> None:
     result = subprocess.run(command, cwd=ROOT, env=env, check=False)
     if result.returncode != 0:
@@ -61,14 +71,19 @@ def serve(args: list[str]) -> None:
 
 def main() -> None:
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
-    if command not in {"serve", "test", "lint", "bench"}:
+    if command not in {"serve", "test", "lint", "bench", "audit"}:
         sys.exit(__doc__)
     ensure_venv()
     if command == "serve":
         serve(args)
     elif command == "test":
         run([str(PYTHON), "-m", "pytest", *args])
+    elif command == "audit":
+        # The environment's pinned versions (runtime and dev), checked against OSV.
+        audit = [str(BIN / "pip-audit"), "--vulnerability-service", "osv", "--skip-editable"]
+        run([*audit, "--progress-spinner", "off", *args])
     elif command == "bench":
+        ensure_wrk()
         run([str(PYTHON), "-m", "tests.bench.chat_load", *args])
     else:
         run([str(PYTHON), "-m", "ruff", "check", "."])
