@@ -178,6 +178,16 @@ def report_headers(report: CallReport | None) -> dict[str, str]:
     return headers
 
 
+class _PastDeadline(stop_base):
+    """Checked after `wait` chose the pause: give up if it would end past the deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + (state.upcoming_sleep or 0.0) >= self.deadline
+
+
 @dataclass
 class ResilientProvider:
     """An `LLMProvider` for one turn over a chain of targets."""
@@ -318,14 +328,8 @@ class ResilientProvider:
                 return float(error.retry_after)
             return float(backoff(state))
 
-        class past_deadline(stop_base):
-            """Checked after `wait` chose the pause: give up if it would end past the deadline."""
-
-            def __call__(self, state: RetryCallState) -> bool:
-                return time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
-
         retrying = AsyncRetrying(
-            stop=stop_any(stop_after_attempt(self.policy.max_attempts), past_deadline()),
+            stop=stop_any(stop_after_attempt(self.policy.max_attempts), _PastDeadline(deadline)),
             wait=wait,
             retry=retry_if_exception(lambda e: isinstance(e, LLMError) and e.retryable),
             reraise=True,

@@ -311,6 +311,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "ENVIRONMENT": "development",
         "REDIS_URL": "",
+        # Limits on, but never reached by a benchmark's request rate.
+        "RATE_LIMIT_USER_PER_MINUTE": "100000000",
+        "RATE_LIMIT_PROJECT_PER_MINUTE": "100000000",
     }
     uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "--host", HOST, "--workers", "1"]
     limits = httpx.Limits(max_connections=2 * args.concurrency + 4)
