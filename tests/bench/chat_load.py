@@ -51,7 +51,6 @@ import platform
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from asyncio.subprocess import Process
 from dataclasses import dataclass, field
@@ -73,6 +72,7 @@ from tests.bench.stream_ttfd import (
     compare,
     free_port,
     postgres_admin,
+    run_bench,
     run_load,
     spawn,
     stop,
@@ -844,11 +844,6 @@ def print_report(result: dict[str, Any]) -> None:
 # --- entry point -----------------------------------------------------------------------------
 
 
-async def bench_within(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    async with asyncio.timeout(args.timeout):
-        return await bench(args, workdir)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.chat_load",
@@ -888,20 +883,12 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(f"{WRK} is missing: apt-get install wrk")
         if args.litellm:
             ensure_litellm()
-        with tempfile.TemporaryDirectory(prefix="bench-chat-") as workdir:
-            result = asyncio.run(bench_within(args, Path(workdir)))
     except BenchError as exc:
         print(f"chat_load: {exc}", file=sys.stderr)
         return 2
-    except httpx.HTTPError as exc:
-        print(f"chat_load: setup request failed: {exc!r}", file=sys.stderr)
-        return 2
-    except TimeoutError:
-        print(f"chat_load: gave up after --timeout {args.timeout:g} s", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("chat_load: interrupted; subprocesses stopped", file=sys.stderr)
-        return 130
+    result = run_bench("chat_load", bench, args)
+    if isinstance(result, int):
+        return result
     if args.json:
         print(json.dumps(result, indent=2))
     else:

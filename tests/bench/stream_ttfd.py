@@ -35,6 +35,7 @@ import tempfile
 import time
 from asyncio.subprocess import Process
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,9 +378,30 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
-async def bench_within(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    async with asyncio.timeout(args.timeout):
-        return await bench(args, workdir)
+Bench = Callable[[argparse.Namespace, Path], Awaitable[dict[str, Any]]]
+
+
+def run_bench(name: str, bench: Bench, args: argparse.Namespace) -> dict[str, Any] | int:
+    """Run `bench` in a temporary directory within `args.timeout`: its result, or the exit
+    status after saying what stopped it (2: setup or timeout, 130: interrupted)."""
+
+    async def within(workdir: Path) -> dict[str, Any]:
+        async with asyncio.timeout(args.timeout):
+            return await bench(args, workdir)
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
+        try:
+            return asyncio.run(within(Path(workdir)))
+        except BenchError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+        except httpx.HTTPError as exc:
+            print(f"{name}: setup request failed: {exc!r}", file=sys.stderr)
+        except TimeoutError:
+            print(f"{name}: gave up after --timeout {args.timeout:g} s", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted; subprocesses stopped", file=sys.stderr)
+            return 130
+    return 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -407,21 +429,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-ttfd-") as workdir:
-        try:
-            result = asyncio.run(bench_within(args, Path(workdir)))
-        except BenchError as exc:
-            print(f"stream_ttfd: {exc}", file=sys.stderr)
-            return 2
-        except httpx.HTTPError as exc:
-            print(f"stream_ttfd: setup request failed: {exc!r}", file=sys.stderr)
-            return 2
-        except TimeoutError:
-            print(f"stream_ttfd: gave up after --timeout {args.timeout:g} s", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("stream_ttfd: interrupted; subprocesses stopped", file=sys.stderr)
-            return 130
+    result = run_bench("stream_ttfd", bench, args)
+    if isinstance(result, int):
+        return result
     failed = sum(result["errors"]["platform"].values()) + sum(result["errors"]["direct"].values())
     if args.json:
         print(json.dumps(result, indent=2))
