@@ -105,10 +105,11 @@ class ApiKeyService:
         await self.session.flush()
 
 
-async def authenticate(session: AsyncSession, secret: str) -> ApiKey | None:
-    """The live key for `secret` (not revoked, not expired), noting when it was last used."""
+async def authenticate(session: AsyncSession, key_hash: str) -> ApiKey | None:
+    """The live key whose secret hashes to `key_hash` (see `hash_secret`; not revoked, not
+    expired), noting when it was last used."""
     result = await session.execute(
-        select(ApiKey).where(ApiKey.key_hash == hash_secret(secret), ApiKey.revoked_at.is_(None))
+        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     )
     key: ApiKey | None = result.scalar_one_or_none()
     now = datetime.now(UTC)

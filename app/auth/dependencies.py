@@ -103,12 +103,13 @@ async def get_caller(
     secret = x_api_key or (token if token and looks_like_api_key(token) else None)
     if secret is None:
         return await _principal(token, settings, maker, principals)
-    cache_key = f"key:{hash_secret(secret)}"
+    key_hash = hash_secret(secret)
+    cache_key = f"key:{key_hash}"
     principal = principals.get(cache_key)
     if principal is None:
         # Its own short transaction: the last-used write must not hold a lock for the request.
         async with maker() as db, db.begin():
-            key = await authenticate(db, secret)
+            key = await authenticate(db, key_hash)
         if key is None:
             raise UnauthorizedError(
                 "The API key is invalid, revoked or expired.", code="invalid_api_key"
