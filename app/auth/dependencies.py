@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -13,7 +14,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys.service import authenticate, hash_secret, looks_like_api_key
-from app.auth.cache import PrincipalCache
+from app.auth.cache import Found, PrincipalCache
 from app.auth.repository import AccountRepository
 from app.auth.service import AuthService
 from app.core.config import Settings
@@ -104,29 +105,11 @@ async def get_caller(
     if secret is None:
         return await _principal(token, settings, maker, principals)
     key_hash = hash_secret(secret)
-    cache_key = f"key:{key_hash}"
-    principal = principals.get(cache_key)
+    principal = await principals.load(f"key:{key_hash}", partial(_api_key_lookup, maker, key_hash))
     if principal is None:
-        # Its own short transaction: the last-used write must not hold a lock for the request.
-        async with maker() as db, db.begin():
-            key = await authenticate(db, key_hash)
-        if key is None:
-            raise UnauthorizedError(
-                "The API key is invalid, revoked or expired.", code="invalid_api_key"
-            )
-        principal = Principal(
-            user_id=None,
-            email="",
-            created_at=key.created_at,
-            workspace_id=key.workspace_id,
-            role="api_key",
-            api_key_id=key.id,
-            project_id=key.project_id,
-            scopes=frozenset(key.scopes.split()),
-            key_rate_limit=key.rate_limit_per_minute,
-            key_tokens_per_day=key.tokens_per_day,
+        raise UnauthorizedError(
+            "The API key is invalid, revoked or expired.", code="invalid_api_key"
         )
-        principals.put(cache_key, principal, key.expires_at)
     note_request_fact("workspace_id", str(principal.workspace_id))
     note_request_fact("api_key_id", str(principal.api_key_id))
     return replace(principal, end_user_id=x_end_user_id) if x_end_user_id else principal
@@ -201,25 +184,50 @@ async def _principal(
     claims = decode_access_token(settings, token)
     if claims is None:
         raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
-    cache_key = f"user:{claims.user_id}"
-    principal = principals.get(cache_key)
+    lookup = partial(_user_lookup, maker, claims.user_id)
+    principal = await principals.load(f"user:{claims.user_id}", lookup)
     if principal is None:
-        async with maker() as db:  # only when not cached: no session otherwise
-            membership = await AccountRepository(db).get_membership(claims.user_id)
-        if membership is None:
-            raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
-        user = membership.user
-        principal = Principal(
-            user_id=user.id,
-            email=user.email,
-            created_at=user.created_at,
-            workspace_id=membership.workspace_id,
-            role=membership.role,
-        )
-        principals.put(cache_key, principal)
+        raise UnauthorizedError("The access token is invalid or expired.", code="invalid_token")
     note_request_fact("workspace_id", str(principal.workspace_id))
     note_request_fact("user_id", str(principal.user_id))
     return principal
+
+
+async def _api_key_lookup(maker: async_sessionmaker[AsyncSession], key_hash: str) -> Found:
+    # Its own short transaction: the last-used write must not hold a lock for the request.
+    async with maker() as db, db.begin():
+        key = await authenticate(db, key_hash)
+    if key is None:
+        return None
+    principal = Principal(
+        user_id=None,
+        email="",
+        created_at=key.created_at,
+        workspace_id=key.workspace_id,
+        role="api_key",
+        api_key_id=key.id,
+        project_id=key.project_id,
+        scopes=frozenset(key.scopes.split()),
+        key_rate_limit=key.rate_limit_per_minute,
+        key_tokens_per_day=key.tokens_per_day,
+    )
+    return principal, key.expires_at
+
+
+async def _user_lookup(maker: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> Found:
+    async with maker() as db:
+        membership = await AccountRepository(db).get_membership(user_id)
+    if membership is None:
+        return None
+    user = membership.user
+    principal = Principal(
+        user_id=user.id,
+        email=user.email,
+        created_at=user.created_at,
+        workspace_id=membership.workspace_id,
+        role=membership.role,
+    )
+    return principal, None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]

@@ -7,11 +7,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.cache import Found, PrincipalCache
+from app.auth.dependencies import Principal
 from app.models import User
 from tests import factories
 
@@ -68,3 +71,66 @@ async def test_a_user_deactivated_in_the_database_is_refused_within_the_cache_ti
 
     assert (await uncached.get("/projects", headers=owner.headers)).status_code == 401
     assert await status_within(cached, "/projects", owner.headers, 401, seconds=3) <= 1.5
+
+
+def _principal() -> Principal:
+    return Principal(
+        user_id=uuid.uuid4(),
+        email="a@example.com",
+        created_at=datetime.now(UTC),
+        workspace_id=uuid.uuid4(),
+        role="owner",
+    )
+
+
+async def test_concurrent_requests_for_an_expired_caller_share_one_lookup() -> None:
+    cache = PrincipalCache(ttl_seconds=60)
+    principal, calls = _principal(), 0
+
+    async def lookup() -> Found:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return principal, None
+
+    first = await asyncio.gather(*(cache.load("user:1", lookup) for _ in range(20)))
+    assert first == [principal] * 20 and calls == 1
+    assert await cache.load("user:1", lookup) is principal and calls == 1  # cached now
+
+
+async def test_a_shared_lookup_survives_the_request_that_started_it_going_away() -> None:
+    cache = PrincipalCache(ttl_seconds=60)
+    principal, started = _principal(), asyncio.Event()
+
+    async def lookup() -> Found:
+        started.set()
+        await asyncio.sleep(0.05)
+        return principal, None
+
+    leaving = asyncio.create_task(cache.load("key:a", lookup))
+    await started.wait()
+    staying = asyncio.create_task(cache.load("key:a", lookup))
+    leaving.cancel()
+    assert await staying is principal
+    assert leaving.cancelled()
+
+
+async def test_an_unknown_caller_or_a_failed_lookup_is_not_cached() -> None:
+    cache = PrincipalCache(ttl_seconds=60)
+    calls = 0
+
+    async def unknown() -> Found:
+        nonlocal calls
+        calls += 1
+        return None
+
+    async def failing() -> Found:
+        raise ConnectionError("database down")
+
+    assert await cache.load("key:x", unknown) is None
+    assert await cache.load("key:x", unknown) is None and calls == 2
+    results = await asyncio.gather(
+        *(cache.load("key:y", failing) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, ConnectionError) for result in results)
+    assert await cache.load("key:y", unknown) is None  # the next request looks again
