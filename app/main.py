@@ -33,6 +33,7 @@ from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
 from app.llm.registry import build_registry
+from app.llm.transport import upstream_transport
 from app.projects.config import ProjectConfigs
 from app.projects.router import router as projects_router
 from app.prompts.router import router as prompts_router
@@ -83,10 +84,11 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, app.state.metrics)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            transport=llm_transport,
+            limits=limits,
+            transport=llm_transport or upstream_transport(limits),
         )
         app.state.settings = settings
         app.state.engine = engine
