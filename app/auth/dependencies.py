@@ -86,10 +86,8 @@ async def get_current_principal(
 
 
 async def get_caller(
+    request: Request,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-    settings: SettingsDep,
-    maker: SessionmakerDep,
-    principals: PrincipalCacheDep,
     x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
     x_end_user_id: Annotated[
         str | None,
@@ -101,6 +99,11 @@ async def get_caller(
     ] = None,
 ) -> Principal:
     """A signed-in user, or a project API key (`Authorization: Bearer cbp_…` or `X-API-Key`)."""
+    # The lifespan's objects straight off app.state (the hot path: fewer dependencies).
+    state = request.app.state
+    settings: Settings = state.settings
+    maker: async_sessionmaker[AsyncSession] = state.sessionmaker
+    principals: PrincipalCache = state.principals
     secret = x_api_key or (token if token and looks_like_api_key(token) else None)
     if secret is None:
         return await _principal(token, settings, maker, principals)
@@ -116,10 +119,8 @@ async def get_caller(
 
 
 async def get_stream_caller(
+    request: Request,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-    settings: SettingsDep,
-    maker: SessionmakerDep,
-    principals: PrincipalCacheDep,
     x_api_key: Annotated[str | None, Header(description="A project API key.")] = None,
     x_end_user_id: Annotated[str | None, Header(max_length=200)] = None,
     access_token: Annotated[
@@ -131,9 +132,7 @@ async def get_stream_caller(
     ] = None,
 ) -> Principal:
     """`get_caller`, also accepting a user's token as `?access_token=` (event streams only)."""
-    return await get_caller(
-        token or access_token, settings, maker, principals, x_api_key, x_end_user_id
-    )
+    return await get_caller(request, token or access_token, x_api_key, x_end_user_id)
 
 
 def require_scope(*any_of: str, stream: bool = False) -> Callable[..., Awaitable[Principal]]:

@@ -15,12 +15,6 @@ from app.chat.sessions import SessionService
 from app.chat.streaming import GenerationRegistry
 from app.chat.usage import UsageService
 from app.core.db import SessionDep, SessionmakerDep
-from app.core.dependencies import (
-    LLMRegistryDep,
-    ProjectConfigsDep,
-    RateLimitsDep,
-    SettingsDep,
-)
 
 
 async def get_generations(request: Request) -> GenerationRegistry:
@@ -34,16 +28,22 @@ GenerationsDep = Annotated[GenerationRegistry, Depends(get_generations)]
 def _chat_service(
     caller: Callable[..., Awaitable[Principal]],
 ) -> Callable[..., Awaitable[ChatService]]:
+    # One dependency reading the lifespan's objects off app.state, not one each: every
+    # dependency costs FastAPI work on each request, and this is the chat hot path.
     async def build(
-        maker: SessionmakerDep,
-        registry: LLMRegistryDep,
-        settings: SettingsDep,
-        generations: GenerationsDep,
-        limits: RateLimitsDep,
-        configs: ProjectConfigsDep,
+        request: Request,
         principal: Principal = Depends(caller),  # a default: see require_scope
     ) -> ChatService:
-        return ChatService(maker, principal, registry, settings, generations, limits, configs)
+        state = request.app.state
+        return ChatService(
+            state.sessionmaker,
+            principal,
+            state.llm_registry,
+            state.settings,
+            state.generations,
+            state.rate_limits,
+            state.project_configs,
+        )
 
     return build
 

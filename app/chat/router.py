@@ -152,11 +152,12 @@ def chat_response(turn: ChatTurn) -> ChatResponse:
     ),
 )
 async def chat(
-    body: ChatRequest, request: Request, chat: ChatServiceDep, settings: SettingsDep
+    body: ChatRequest, request: Request, chat: ChatServiceDep
 ) -> Response | ChatResponse:
     """Send a message (JSON or streamed reply)."""
     stream = wants_stream(body.stream, request)
     chat = chat.for_end_user(body.end_user_id)
+    settings = chat.settings
     ping = settings.STREAM_PING_SECONDS
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
