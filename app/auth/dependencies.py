@@ -18,7 +18,7 @@ from app.auth.cache import Found, PrincipalCache
 from app.auth.repository import AccountRepository
 from app.auth.service import AuthService
 from app.core.config import Settings
-from app.core.db import SessionDep, SessionmakerDep
+from app.core.db import SessionDep, SessionmakerDep, autocommit_session
 from app.core.dependencies import SettingsDep
 from app.core.errors import ForbiddenError, UnauthorizedError, field_error
 from app.core.logging import note_request_fact
@@ -193,8 +193,9 @@ async def _principal(
 
 
 async def _api_key_lookup(maker: async_sessionmaker[AsyncSession], key_hash: str) -> Found:
-    # Its own short transaction: the last-used write must not hold a lock for the request.
-    async with maker() as db, db.begin():
+    # Autocommit: one round trip for the read (and one for the last-used write, once a minute),
+    # and the write holds no lock for the rest of the request.
+    async with autocommit_session(maker) as db:
         key = await authenticate(db, key_hash)
     if key is None:
         return None
@@ -214,7 +215,7 @@ async def _api_key_lookup(maker: async_sessionmaker[AsyncSession], key_hash: str
 
 
 async def _user_lookup(maker: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> Found:
-    async with maker() as db:
+    async with autocommit_session(maker) as db:  # one round trip: no BEGIN, no ROLLBACK
         membership = await AccountRepository(db).get_membership(user_id)
     if membership is None:
         return None

@@ -76,3 +76,24 @@ async def test_a_turn_that_starts_a_session_costs_at_most_six_round_trips(
     counts = await measured_turns(app, client, {"project_id": pid, "message": "hi"}, owner.headers)
 
     assert max(counts) <= MAX_ROUND_TRIPS_PER_TURN, counts
+
+
+@pytest.mark.parametrize("caller", ["user", "api_key"])
+async def test_looking_up_an_uncached_caller_costs_one_round_trip(
+    app: FastAPI, client: httpx.AsyncClient, caller: str
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    headers = owner.headers
+    if caller == "api_key":
+        headers = factories.key_headers((await factories.api_key(client, owner, pid))["key"])
+    first = await client.post("/chat", json={"project_id": pid, "message": "hi"}, headers=headers)
+    assert first.status_code == 200, first.text  # (a key's first use also notes it was used)
+    send = {"project_id": pid, "session_id": first.json()["session_id"], "message": "and now?"}
+    principals = app.state.principals
+    principals.ttl = 0  # every request looks its caller up
+    principals.forget(lambda _: True)
+
+    counts = await measured_turns(app, client, send, headers)
+
+    assert max(counts) <= MAX_ROUND_TRIPS_PER_TURN + 1, counts
