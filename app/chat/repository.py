@@ -12,7 +12,6 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    Update,
     bindparam,
     case,
     insert,
@@ -22,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.driver import Prebuilt
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.models import ChatMessage, ChatSession, MessageStatus, Project
@@ -123,8 +123,10 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
             audience.per_end_user,
             audience.end_user_id is None,
         )
-        row: Any = (await self.core(_claim_statement(*shape), params)).first()
-        return None if row is None else TurnClaim(last_seq=int(row[0]), revision=int(row[1]))
+        rows = await self.core(_claim_statement(*shape), params)
+        if not rows:
+            return None
+        return TurnClaim(last_seq=int(rows[0]["message_count"]), revision=int(rows[0]["revision"]))
 
     async def extend_turn(self, session_id: uuid.UUID, owner: uuid.UUID, until: datetime) -> None:
         await self.session.execute(
@@ -171,7 +173,7 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
 
 
 @cache
-def _claim_statement(project_scoped: bool, per_end_user: bool, end_user_null: bool) -> Update:
+def _claim_statement(project_scoped: bool, per_end_user: bool, end_user_null: bool) -> Prebuilt:
     revision = (
         select(Project.revision)
         .where(
@@ -195,7 +197,7 @@ def _claim_statement(project_scoped: bool, per_end_user: bool, end_user_null: bo
             if end_user_null
             else ChatSession.end_user_id == bindparam("b_end_user_id")
         )
-    return (
+    return Prebuilt(
         update(ChatSession)
         .where(*conditions)
         .values(
@@ -204,24 +206,25 @@ def _claim_statement(project_scoped: bool, per_end_user: bool, end_user_null: bo
             message_count=ChatSession.message_count + bindparam("reserve", type_=Integer()),
             last_activity_at=now,
         )
-        .returning(ChatSession.message_count, revision)
+        .returning(ChatSession.message_count, revision.label("revision"))
     )
 
 
 @cache
-def _history_statement(before: bool) -> Select[str, str]:
+def _history_statement(before: bool) -> Prebuilt:
     statement = select(ChatMessage.role, ChatMessage.content).where(
         ChatMessage.workspace_id == bindparam("workspace_id"),
         ChatMessage.chat_session_id == bindparam("session_id"),
-        ChatMessage.status.in_(_CONTEXT_STATUSES),
+        or_(*(ChatMessage.status == status for status in _CONTEXT_STATUSES)),  # no expanding IN
         ChatMessage.content != "",
     )
     if before:
         statement = statement.where(ChatMessage.seq < bindparam("before_seq"))
-    return statement.order_by(ChatMessage.seq.desc()).limit(bindparam("size", type_=Integer()))
+    limited = statement.order_by(ChatMessage.seq.desc()).limit(bindparam("size", type_=Integer()))
+    return Prebuilt(limited)
 
 
-_INSERT_MESSAGES = insert(ChatMessage)
+_INSERT_MESSAGES = Prebuilt(insert(ChatMessage))
 _MESSAGE_COLUMNS = tuple(column.key for column in ChatMessage.__table__.columns)
 
 
@@ -258,8 +261,8 @@ class MessageRepository(WorkspaceRepository[ChatMessage]):
             "size": size,
             "before_seq": before_seq,
         }
-        result = await self.core(_history_statement(before_seq is not None), params)
-        return [(role, content) for role, content in reversed(result.all())]
+        rows = await self.core(_history_statement(before_seq is not None), params)
+        return [(row["role"], row["content"]) for row in reversed(rows)]
 
     async def insert(self, *messages: ChatMessage) -> None:
         """INSERT the messages in one statement (the instances stay outside the session)."""

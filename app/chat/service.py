@@ -32,6 +32,7 @@ from app.chat.streaming import (
 )
 from app.chat.templates import Context
 from app.core.config import Settings
+from app.core.driver import transaction
 from app.core.errors import (
     ConflictError,
     InternalError,
@@ -244,7 +245,7 @@ class ChatService:
         positions and reads the project's revision), the history, one INSERT of both
         messages, COMMIT: the project's settings come from the in-memory cache."""
         now = datetime.now(UTC)
-        async with self.maker() as db, db.begin():
+        async with transaction(self.maker) as db:
             sessions = SessionRepository(db, self.workspace_id, self.audience)
             if data.session_id is None:
                 config = await self.configs.current(db, self.workspace_id, data.project_id)

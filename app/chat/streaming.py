@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, Update, bindparam, case, func, select, update
+from sqlalchemy import Integer, bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
@@ -31,6 +31,7 @@ from app.chat.errors import classify
 from app.chat.repository import MessageRepository, SessionRepository
 from app.chat.schemas import MessageRead
 from app.core.config import Settings
+from app.core.driver import Prebuilt, run
 from app.core.metrics import Metrics
 from app.llm.base import LLMError, LLMProvider
 from app.llm.resilience import CallReport
@@ -392,8 +393,8 @@ async def finish_pending_reply(
             params |= {f"add_{key}": value for key, value in tokens.items()}
             params |= {"b_workspace_id": workspace_id, "message_id": message.id, "now": now}
             connection = await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            row = (await connection.execute(_finish_statement(), params)).first()
-            stored = None if row is None else ChatMessage(**row._mapping)
+            rows = await run(connection, _finish_statement(), params)
+            stored = ChatMessage(**rows[0]) if rows else None
         else:
             async with db.begin():
                 result = await db.execute(
@@ -434,7 +435,7 @@ FINAL_COLUMNS = (
 
 
 @cache
-def _finish_statement() -> Update:
+def _finish_statement() -> Prebuilt:
     """WITH finished AS (UPDATE the pending message ... RETURNING it) UPDATE its session (the
     tokens, the activity, the lease) RETURNING the message: atomic, and built once."""
     columns = ChatMessage.__table__.columns
@@ -454,7 +455,7 @@ def _finish_statement() -> Update:
         .cte("finished")
     )
     held = ChatSession.turn_owner == finished.c.id
-    return (
+    return Prebuilt(
         update(ChatSession)
         .where(ChatSession.id == finished.c.chat_session_id)
         .values(

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -75,11 +77,30 @@ def _check_out(dbapi_connection: Any, record: Any, _: Any) -> None:
             raise DisconnectionError("the idle connection did not answer a ping") from exc
 
 
+# Each counted engine's db_round_trips_total children, by kind, for the round trips that do
+# not pass through SQLAlchemy's events (app/core/driver.py).
+_ROUND_TRIPS: WeakKeyDictionary[Engine, dict[str, Any]] = WeakKeyDictionary()
+
+
+def count_round_trip(connection: AsyncConnection, kind: str) -> None:
+    """Count a round trip made on `connection`'s driver directly (kind: statement, begin,
+    commit, rollback)."""
+    counters = _ROUND_TRIPS.get(connection.sync_engine)
+    if counters is not None:
+        counters[kind].inc()
+
+
 def _count_round_trips(engine: AsyncEngine, metrics: Metrics) -> None:
     counter = metrics.db_round_trips
     statements, begins = counter.labels("statement"), counter.labels("begin")
     commits, rollbacks = counter.labels("commit"), counter.labels("rollback")
     sync_engine = engine.sync_engine
+    _ROUND_TRIPS[sync_engine] = {
+        "statement": statements,
+        "begin": begins,
+        "commit": commits,
+        "rollback": rollbacks,
+    }
     event.listen(sync_engine, "before_cursor_execute", lambda *_: statements.inc())
     for name, count in (("begin", begins), ("commit", commits), ("rollback", rollbacks)):
         event.listen(sync_engine, name, _unless_autocommit(count.inc))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import Executable, Result, Select, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.driver import Params, Prebuilt, run
 from app.core.pagination import Keyset, PageParams
 from app.models.base import Base
 
@@ -28,11 +29,10 @@ class WorkspaceRepository(Generic[ModelT]):
     def scoped(self) -> Select[Any]:
         return select(self.model).where(self.model.workspace_id == self.workspace_id)
 
-    async def core(self, statement: Executable, params: Any = None) -> Result[Any]:
-        """Run a Core statement on the session's connection (no ORM processing: for the hot
-        path's prebuilt statements)."""
-        connection = await self.session.connection()
-        return await connection.execute(statement, params)
+    async def core(self, statement: Prebuilt, params: Params = None) -> list[Any]:
+        """Run one of the hot path's prebuilt statements on the session's connection (no ORM
+        processing; on Postgres by asyncpg itself, see app/core/driver.py); its rows."""
+        return await run(await self.session.connection(), statement, params)
 
     async def get(self, entity_id: uuid.UUID) -> ModelT | None:
         result = await self.session.execute(self.scoped().where(self.model.id == entity_id))

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -80,24 +83,50 @@ async def test_history_window_limits_the_context(
     assert [m["role"] for m in upstream.last_request["messages"]] == ["system", "user"]
 
 
+@contextlib.contextmanager
+def recorded_statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
+    """(SQL, parameters) of every statement sent meanwhile: through SQLAlchemy, and on
+    Postgres also those the hot path runs on asyncpg directly (app/core/driver.py)."""
+    statements: list[tuple[str, Any]] = []
+    engine = app.state.engine.sync_engine
+    drivers: list[Any] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append((statement, parameters))
+
+    def logged(query: Any) -> None:
+        statements.append((query.query, query.args))
+
+    def attach(dbapi_connection: Any, *_: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if hasattr(driver, "add_query_logger"):  # asyncpg
+            driver.add_query_logger(logged)
+            drivers.append(driver)
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine.pool, "checkout", attach)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine.pool, "checkout", attach)
+        for driver in drivers:
+            driver.remove_query_logger(logged)
+
+
 async def test_only_the_history_window_is_read(client: httpx.AsyncClient, app: FastAPI) -> None:
     owner, pid = await _setup(client, history_window=4)
     sid = (await factories.chat(client, owner, pid, "start"))["session_id"]
     for i in range(5):
         await factories.chat(client, owner, pid, f"m{i}", session_id=sid)
 
-    reads: list[tuple[str, object]] = []
-    engine = app.state.engine.sync_engine
-
-    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT") and "FROM chat_messages" in statement:
-            reads.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(app) as statements:
         await factories.chat(client, owner, pid, "last", session_id=sid)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    reads = [
+        (sql, params)
+        for sql, params in statements
+        if sql.lstrip().upper().startswith("SELECT") and "FROM chat_messages" in sql
+    ]
     history = [(sql, params) for sql, params in reads if "ORDER BY chat_messages.seq DESC" in sql]
     assert len(history) == 1
     sql, params = history[0]

@@ -1,0 +1,103 @@
+"""The chat hot path's prebuilt statements, run on Postgres by asyncpg itself.
+
+SQLAlchemy builds each of them once and compiles it once (the SQL is exactly what SQLAlchemy
+would send). Running that SQL on the pooled connection's asyncpg driver skips what SQLAlchemy
+does on every execution (the cache key, parameter and result processing, the execution
+context): 14% of a chat turn's instructions (README, "Performance").
+
+This is only safe where SQLAlchemy would not begin a transaction of its own first, so it
+happens on connections in AUTOCOMMIT mode: a single statement outside any transaction, or
+inside `transaction()`, whose BEGIN and COMMIT are asyncpg's. Anywhere else (SQLite, or a
+session in an ordinary SQLAlchemy transaction) `run` executes the statement through
+SQLAlchemy as usual. Either way the round trips are counted in `db_round_trips_total`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Executable
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from app.core.db import count_round_trip
+
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+
+class Prebuilt:
+    """A statement built once, with its SQL compiled once per dialect."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+        """(SQL with positional parameters, the parameters' names in order, the values of the
+        parameters the statement itself fixes)."""
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            if "POSTCOMPILE" in compiled.string:
+                raise ValueError("a prebuilt statement cannot have an expanding IN parameter")
+            fixed = {
+                name: bind.effective_value
+                for name, bind in compiled.binds.items()
+                if not bind.required
+            }
+            found = (compiled.string, tuple(compiled.positiontup or ()), fixed)
+            self._compiled[dialect.name] = found
+        return found
+
+
+def _on_driver(connection: AsyncConnection) -> bool:
+    options = connection.sync_connection.get_execution_options()  # type: ignore[union-attr]
+    return connection.dialect.name == "postgresql" and options.get("isolation_level") == (
+        "AUTOCOMMIT"
+    )
+
+
+async def run(connection: AsyncConnection, prebuilt: Prebuilt, params: Params = None) -> list[Any]:
+    """The rows the statement returns (none without RETURNING); a list of parameter sets runs
+    it once per set in one round trip. Rows are read by column name."""
+    if not _on_driver(connection):
+        result = await connection.execute(prebuilt.statement, params)
+        return list(result.mappings()) if result.returns_rows else []
+    sql, names, fixed = prebuilt.compiled(connection.dialect)
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None  # noqa: S101 - a checked-out connection has one
+    count_round_trip(connection, "statement")
+    if isinstance(params, Sequence):
+        await driver.executemany(sql, [_values(names, fixed, values) for values in params])
+        return []
+    rows: list[Any] = await driver.fetch(sql, *_values(names, fixed, params or {}))
+    return rows
+
+
+def _values(names: tuple[str, ...], fixed: dict[str, Any], given: Mapping[str, Any]) -> list[Any]:
+    return [given[name] if name in given else fixed[name] for name in names]
+
+
+@asynccontextmanager
+async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose work is one transaction, committed at the end (rolled back on an
+    error). On Postgres the BEGIN and COMMIT are asyncpg's, on a connection SQLAlchemy sees in
+    AUTOCOMMIT mode: ORM statements and `run`'s prebuilt ones both go inside it."""
+    async with maker() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            async with session.begin():
+                yield session
+            return
+        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # noqa: S101 - a checked-out connection has one
+        count_round_trip(connection, "begin")
+        try:
+            async with driver.transaction():
+                yield session
+        except BaseException:
+            count_round_trip(connection, "rollback")
+            raise
+        count_round_trip(connection, "commit")
