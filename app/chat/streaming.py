@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.chat.errors import classify
@@ -387,35 +387,38 @@ async def finish_pending_reply(
     round trip.
     """
     tokens = {key: values.get(key) or 0 for key in SESSION_TOKEN_COLUMNS}
-    async with maker() as db:
-        if db.get_bind().dialect.name == "postgresql":
-            params = {f"v_{key}": values.get(key, getattr(message, key)) for key in FINAL_COLUMNS}
-            params |= {f"add_{key}": value for key, value in tokens.items()}
-            params |= {"b_workspace_id": workspace_id, "message_id": message.id, "now": now}
-            connection = await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    engine: AsyncEngine = maker.kw["bind"]
+    if engine.dialect.name == "postgresql":  # a connection, no ORM session: this is per turn
+        params = {f"v_{key}": values.get(key, getattr(message, key)) for key in FINAL_COLUMNS}
+        params |= {f"add_{key}": value for key, value in tokens.items()}
+        params |= {"b_workspace_id": workspace_id, "message_id": message.id, "now": now}
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
             rows = await run(connection, _finish_statement(), params)
-            stored = ChatMessage(**rows[0]) if rows else None
-        else:
-            async with db.begin():
-                result = await db.execute(
-                    update(ChatMessage)
-                    .where(
-                        ChatMessage.workspace_id == workspace_id,
-                        ChatMessage.id == message.id,
-                        ChatMessage.status == MessageStatus.PENDING,
-                    )
-                    .values(**values, completed_at=now, heartbeat_at=now)
-                    .returning(ChatMessage)
+        if rows:
+            return ChatMessage(**rows[0])
+    else:
+        async with maker() as db, db.begin():
+            result = await db.execute(
+                update(ChatMessage)
+                .where(
+                    ChatMessage.workspace_id == workspace_id,
+                    ChatMessage.id == message.id,
+                    ChatMessage.status == MessageStatus.PENDING,
                 )
-                stored = result.scalar_one_or_none()
-                if stored is not None:
-                    await SessionRepository(db, workspace_id).touch(
-                        message.chat_session_id, now, release=message.id, **tokens
-                    )
-        if stored is None:  # no longer pending (marked interrupted meanwhile) or deleted
-            found: ChatMessage | None = await MessageRepository(db, workspace_id).get(message.id)
-            return found
-        return stored
+                .values(**values, completed_at=now, heartbeat_at=now)
+                .returning(ChatMessage)
+            )
+            stored: ChatMessage | None = result.scalar_one_or_none()
+            if stored is not None:
+                await SessionRepository(db, workspace_id).touch(
+                    message.chat_session_id, now, release=message.id, **tokens
+                )
+        if stored is not None:
+            return stored
+    async with maker() as db:  # no longer pending (marked interrupted meanwhile), or deleted
+        found: ChatMessage | None = await MessageRepository(db, workspace_id).get(message.id)
+        return found
 
 
 SESSION_TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
