@@ -6,7 +6,8 @@ instructions per chat turn). Tests replace it with `httpx.ASGITransport` or `Moc
 
 httpx-aiohttp reports every dropped or refused connection as `httpx.ConnectTimeout` and leaves
 some aiohttp errors (a malformed response) unmapped; this module turns those into the httpx
-errors they are, so an upstream that hangs up reads as unreachable (502), not slow (504).
+errors they are, so an upstream that hangs up reads as unreachable (503 `llm_unavailable`),
+not slow (504 `llm_timeout`).
 """
 
 from __future__ import annotations
