@@ -9,22 +9,37 @@ This is only safe where SQLAlchemy would not begin a transaction of its own firs
 happens on connections in AUTOCOMMIT mode: a single statement outside any transaction, or
 inside `transaction()`, whose BEGIN and COMMIT are asyncpg's. Anywhere else (SQLite, or a
 session in an ordinary SQLAlchemy transaction) `run` executes the statement through
-SQLAlchemy as usual. Either way the round trips are counted in `db_round_trips_total`.
+SQLAlchemy as usual. Either way the round trips are counted in `db_round_trips_total`, and
+asyncpg's errors are raised as SQLAlchemy's (`DBAPIError`, parameters hidden, a lost connection
+marked as such), so the rest of the app handles one kind: a lost database is a 503, as anywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Executable
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.core.db import count_round_trip
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+logger = logging.getLogger(__name__)
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,  # includes ConnectionDoesNotExistError
+    asyncpg.exceptions.OperatorInterventionError,  # the server shut down or killed the backend
+)
 
 
 class Prebuilt:
@@ -69,10 +84,11 @@ async def run(connection: AsyncConnection, prebuilt: Prebuilt, params: Params = 
     driver = (await connection.get_raw_connection()).driver_connection
     assert driver is not None  # noqa: S101 - a checked-out connection has one
     count_round_trip(connection, "statement")
-    if isinstance(params, Sequence):
-        await driver.executemany(sql, [_values(names, fixed, values) for values in params])
-        return []
-    rows: list[Any] = await driver.fetch(sql, *_values(names, fixed, params or {}))
+    with _sqlalchemy_errors(driver, sql):
+        if isinstance(params, Sequence):
+            await driver.executemany(sql, [_values(names, fixed, values) for values in params])
+            return []
+        rows: list[Any] = await driver.fetch(sql, *_values(names, fixed, params or {}))
     return rows
 
 
@@ -93,11 +109,33 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
         connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None  # noqa: S101 - a checked-out connection has one
+        block = driver.transaction()
         count_round_trip(connection, "begin")
+        with _sqlalchemy_errors(driver, "BEGIN"):
+            await block.start()
         try:
-            async with driver.transaction():
-                yield session
+            yield session
         except BaseException:
             count_round_trip(connection, "rollback")
+            try:
+                with _sqlalchemy_errors(driver, "ROLLBACK"):
+                    await block.rollback()
+            except DBAPIError as exc:  # the error that got us here is the one to report
+                logger.warning("rollback failed: %s", type(exc.orig).__name__)
+            if driver.is_in_transaction() or driver.is_closed():
+                await connection.invalidate()  # never back into the pool mid-transaction
             raise
         count_round_trip(connection, "commit")
+        with _sqlalchemy_errors(driver, "COMMIT"):
+            await block.commit()
+
+
+@contextmanager
+def _sqlalchemy_errors(driver: Any, statement: str) -> Iterator[None]:
+    try:
+        yield
+    except _DRIVER_ERRORS as exc:
+        lost = driver.is_closed() or isinstance(exc, _CONNECTION_LOST)
+        raise DBAPIError(
+            statement, None, exc, hide_parameters=True, connection_invalidated=lost
+        ) from exc

@@ -4,18 +4,24 @@ counted round trips, and SQLAlchemy's own path wherever asyncpg cannot be used s
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.db import create_engine
 from app.core.driver import Prebuilt, run, transaction
+from app.core.errors import database_unreachable
 from app.models import Workspace
 from tests.chat.test_round_trips import POSTGRES, round_trips
+from tests.conftest import make_settings
+from tests.core.test_recovery import postgres_only
 
 ADD = Prebuilt(insert(Workspace))
 NAMED = Prebuilt(
@@ -94,3 +100,56 @@ def test_an_expanding_in_cannot_be_prebuilt(app: FastAPI) -> None:
     statement = Prebuilt(select(Workspace.id).where(Workspace.name.in_(["a", "b"])))
     with pytest.raises(ValueError, match="expanding IN"):
         statement.compiled(app.state.engine.dialect)
+
+
+async def test_a_driver_error_is_raised_as_sqlalchemys_without_the_values(
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A constraint violation from asyncpg arrives as SQLAlchemy's DBAPIError, as everywhere
+    else in the app, with the statement's values hidden; the transaction is rolled back."""
+    taken = row("taken-name")
+    async with transaction(maker) as session:
+        await run(await session.connection(), ADD, [taken])
+    with pytest.raises(DBAPIError) as info:
+        async with transaction(maker) as session:
+            await run(await session.connection(), ADD, [row("not-kept")])
+            await run(await session.connection(), ADD, [taken])  # the same id again
+    assert "taken-name" not in str(info.value)
+    assert not database_unreachable(info.value)
+    assert await names(maker, "not-kept") == set()
+
+
+@postgres_only
+async def test_a_lost_connection_is_reported_as_the_database_being_unreachable(
+    maker: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    with pytest.raises(DBAPIError) as info:
+        async with transaction(maker) as session:
+            connection = await session.connection()
+            [backend] = await run(connection, BACKEND)
+            await terminate(database_url, backend["pid"])
+            await run(connection, NAMED, {"name": "anything"})
+    assert database_unreachable(info.value)  # a 503, not a 500
+    async with transaction(maker) as session:  # the dead connection did not go back
+        assert await run(await session.connection(), NAMED, {"name": "anything"}) == []
+
+
+BACKEND = Prebuilt(select(func.pg_backend_pid().label("pid")))
+
+
+async def terminate(database_url: str, pid: int) -> None:
+    admin = create_engine(make_settings(database_url))
+    try:
+        async with admin.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            for _ in range(100):  # at most 5 s
+                gone = not await connection.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+                )
+                if gone:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await admin.dispose()
+    await asyncio.sleep(0.2)  # the client's event loop sees the closed socket
