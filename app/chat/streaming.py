@@ -24,13 +24,14 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.chat.errors import classify
 from app.chat.repository import MessageRepository, SessionRepository
 from app.chat.schemas import MessageRead
 from app.core.config import Settings
+from app.core.db import autocommit_session, engine_of
 from app.core.driver import Prebuilt, run
 from app.core.metrics import Metrics
 from app.llm.base import LLMError, LLMProvider
@@ -336,11 +337,9 @@ class Generation:
             length = len(self.text)
             write = length != flushed or time.monotonic() - beat >= HEARTBEAT_EVERY_SECONDS
             try:
-                async with self.maker() as db:
-                    # One statement: autocommit, so no BEGIN/COMMIT round trips around it.
-                    connection = await db.connection(
-                        execution_options={"isolation_level": "AUTOCOMMIT"}
-                    )
+                # One statement: autocommit, so no BEGIN/COMMIT round trips around it.
+                async with autocommit_session(self.maker) as db:
+                    connection = await db.connection()
                     where = (
                         ChatMessage.workspace_id == self.workspace_id,
                         ChatMessage.id == self.message_id,
@@ -387,7 +386,7 @@ async def finish_pending_reply(
     round trip.
     """
     tokens = {key: values.get(key) or 0 for key in SESSION_TOKEN_COLUMNS}
-    engine: AsyncEngine = maker.kw["bind"]
+    engine = engine_of(maker)
     if engine.dialect.name == "postgresql":  # a connection, no ORM session: this is per turn
         params = {f"v_{key}": values.get(key, getattr(message, key)) for key in FINAL_COLUMNS}
         params |= {f"add_{key}": value for key, value in tokens.items()}

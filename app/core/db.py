@@ -135,6 +135,12 @@ async def autocommit_session(
         yield session
 
 
+def engine_of(maker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine a session factory binds its sessions to."""
+    engine: AsyncEngine = maker.kw["bind"]
+    return engine
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 

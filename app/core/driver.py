@@ -27,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from app.core.db import count_round_trip
+from app.core.db import autocommit_session, count_round_trip, engine_of
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -81,8 +81,7 @@ async def run(connection: AsyncConnection, prebuilt: Prebuilt, params: Params = 
         result = await connection.execute(prebuilt.statement, params)
         return list(result.mappings()) if result.returns_rows else []
     sql, names, fixed = prebuilt.compiled(connection.dialect)
-    driver = (await connection.get_raw_connection()).driver_connection
-    assert driver is not None  # noqa: S101 - a checked-out connection has one
+    driver = await _driver(connection)
     count_round_trip(connection, "statement")
     with _sqlalchemy_errors(driver, sql):
         if isinstance(params, Sequence):
@@ -101,14 +100,13 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
     """A session whose work is one transaction, committed at the end (rolled back on an
     error). On Postgres the BEGIN and COMMIT are asyncpg's, on a connection SQLAlchemy sees in
     AUTOCOMMIT mode: ORM statements and `run`'s prebuilt ones both go inside it."""
-    async with maker() as session:
-        if session.get_bind().dialect.name != "postgresql":
-            async with session.begin():
-                yield session
-            return
-        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None  # noqa: S101 - a checked-out connection has one
+    if engine_of(maker).dialect.name != "postgresql":
+        async with maker() as session, session.begin():
+            yield session
+        return
+    async with autocommit_session(maker) as session:
+        connection = await session.connection()
+        driver = await _driver(connection)
         block = driver.transaction()
         count_round_trip(connection, "begin")
         with _sqlalchemy_errors(driver, "BEGIN"):
@@ -128,6 +126,13 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
         count_round_trip(connection, "commit")
         with _sqlalchemy_errors(driver, "COMMIT"):
             await block.commit()
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under `connection`."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None  # noqa: S101 - a checked-out connection has one
+    return driver
 
 
 @contextmanager

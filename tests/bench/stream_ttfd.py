@@ -108,9 +108,12 @@ def tail(logs: Path, name: str, lines: int = 20) -> str:
     return "\n".join(content.splitlines()[-lines:])
 
 
-async def wait_ready(client: httpx.AsyncClient, url: str, process: Process, name: str) -> None:
-    """Until `url` answers below 500 (a 405 means the upstream is listening), at most 30 s."""
-    deadline = time.monotonic() + 30
+async def wait_ready(
+    client: httpx.AsyncClient, url: str, process: Process, name: str, seconds: float = 30
+) -> None:
+    """Until `url` answers below 500 (a 405 means the upstream is listening), at most
+    `seconds`."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise BenchError(f"{name} exited with status {process.returncode}")
@@ -118,7 +121,7 @@ async def wait_ready(client: httpx.AsyncClient, url: str, process: Process, name
             if (await client.get(url)).status_code < 500:
                 return
         await asyncio.sleep(0.1)
-    raise BenchError(f"{name} was not ready at {url} within 30 s")
+    raise BenchError(f"{name} was not ready at {url} within {seconds:g} s")
 
 
 async def postgres_admin(admin: URL, statement: str) -> None:

@@ -39,19 +39,6 @@ from tests.bench.stream_ttfd import BenchError, postgres_admin, run_bench, spawn
 READY_SECONDS = 300  # the API imports and starts under valgrind
 
 
-async def ready(client: httpx.AsyncClient, url: str, process: Any) -> None:
-    for _ in range(READY_SECONDS):
-        if process.returncode is not None:
-            raise BenchError(f"the API exited ({process.returncode}) before it was ready")
-        try:
-            if (await client.get(url)).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(1)
-    raise BenchError(f"the API was not ready under valgrind within {READY_SECONDS} s")
-
-
 def callgrind(pid: int, *options: str) -> None:
     control = shutil.which("callgrind_control") or "callgrind_control"
     subprocess.run([control, *options, str(pid)], check=True, capture_output=True)  # noqa: S603
@@ -114,7 +101,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await chat_load.wait_ready(
                 client, f"{run.upstream}/v1/chat/completions", upstream, "upstream"
             )
-            await ready(client, f"{run.api}/ready", api)
+            await chat_load.wait_ready(client, f"{run.api}/ready", api, "api", READY_SECONDS)
 
             email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
             account = {"email": email, "password": password}

@@ -45,21 +45,31 @@ async def measured_turns(
     return counts
 
 
-@pytest.mark.parametrize("caller", ["user", "api_key"])
-async def test_a_turn_in_an_existing_session_costs_at_most_six_round_trips(
-    app: FastAPI, client: httpx.AsyncClient, caller: str
-) -> None:
+async def started_session(
+    client: httpx.AsyncClient, caller: str, *, with_prompts: bool = False
+) -> tuple[dict[str, object], dict[str, str]]:
+    """A project, a session of it started by `caller` (a user or an API key), and the body
+    and headers of its next turn (a key's first use also notes that it was used)."""
     owner = await factories.account(client)
     pid = (await factories.create_project(client, owner))["id"]
-    await factories.create_prompt(client, owner, pid)
-    await factories.create_prompt(client, owner, pid, content="Be brief.")
-    await factories.create_intent(client, owner, pid)
+    if with_prompts:
+        await factories.create_prompt(client, owner, pid)
+        await factories.create_prompt(client, owner, pid, content="Be brief.")
+        await factories.create_intent(client, owner, pid)
     headers = owner.headers
     if caller == "api_key":
         headers = factories.key_headers((await factories.api_key(client, owner, pid))["key"])
     first = await client.post("/chat", json={"project_id": pid, "message": "hi"}, headers=headers)
     assert first.status_code == 200, first.text
     send = {"project_id": pid, "session_id": first.json()["session_id"], "message": "and now?"}
+    return send, headers
+
+
+@pytest.mark.parametrize("caller", ["user", "api_key"])
+async def test_a_turn_in_an_existing_session_costs_at_most_six_round_trips(
+    app: FastAPI, client: httpx.AsyncClient, caller: str
+) -> None:
+    send, headers = await started_session(client, caller, with_prompts=True)
 
     counts = await measured_turns(app, client, send, headers)
 
@@ -82,14 +92,7 @@ async def test_a_turn_that_starts_a_session_costs_at_most_six_round_trips(
 async def test_looking_up_an_uncached_caller_costs_one_round_trip(
     app: FastAPI, client: httpx.AsyncClient, caller: str
 ) -> None:
-    owner = await factories.account(client)
-    pid = (await factories.create_project(client, owner))["id"]
-    headers = owner.headers
-    if caller == "api_key":
-        headers = factories.key_headers((await factories.api_key(client, owner, pid))["key"])
-    first = await client.post("/chat", json={"project_id": pid, "message": "hi"}, headers=headers)
-    assert first.status_code == 200, first.text  # (a key's first use also notes it was used)
-    send = {"project_id": pid, "session_id": first.json()["session_id"], "message": "and now?"}
+    send, headers = await started_session(client, caller)
     principals = app.state.principals
     principals.ttl = 0  # every request looks its caller up
     principals.forget(lambda _: True)
