@@ -27,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from app.core.db import autocommit_session, count_round_trip, engine_of
+from app.core.db import count_round_trip, engine_of
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -104,8 +104,8 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
         async with maker() as session, session.begin():
             yield session
         return
-    async with autocommit_session(maker) as session:
-        connection = await session.connection()
+    async with maker() as session:  # autocommit_session's work, one context manager less
+        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         driver = await _driver(connection)
         block = driver.transaction()
         count_round_trip(connection, "begin")
