@@ -1,7 +1,14 @@
-"""The application factory. Run with `uvicorn --factory app.main:create_app`."""
+"""The application: `uvicorn app.main:app`, or the factory form `uvicorn --factory
+app.main:create_app`.
+
+Importing this module builds nothing: `app` is made by `create_app()` on first access (module
+`__getattr__`), so tests, scripts and the factory form never build an app they do not use, and
+no logging is configured until a server asks for the app.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -171,3 +178,15 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+@functools.cache
+def _default_app() -> FastAPI:
+    return create_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app`: the app built from the environment's settings, once per process."""
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

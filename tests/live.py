@@ -1,4 +1,5 @@
-"""Real HTTP for the streaming tests: uvicorn servers on loopback ports, and an SSE reader.
+"""Real HTTP for the streaming tests: uvicorn servers on loopback ports (in the test's loop, or
+as subprocesses), and an SSE reader.
 
 The API and the fake upstream run as real uvicorn servers (in the test's event loop), so bytes
 go through sockets exactly as in production: chunked responses, disconnects, reconnects.
@@ -10,13 +11,19 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.asynccontextmanager
@@ -51,6 +58,59 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=15)
         sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def api_process(
+    env: dict[str, str], target: tuple[str, ...] = ("--factory", "app.main:create_app")
+) -> Iterator[str]:
+    """The API as a uvicorn subprocess of `target` (its import string and flags), serving
+    `/health`; yields its base URL and terminates it afterwards."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            *target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(process.stderr.read().decode() if process.stderr else "died")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the API process did not start")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @dataclass

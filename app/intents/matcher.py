@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -61,13 +61,20 @@ def _compiled(kind: str, value: str) -> regex.Pattern[str]:
 
 
 def match_intent(
-    rules: Sequence[IntentRule], message: str, *, timeout_seconds: float
+    rules: Sequence[IntentRule],
+    message: str,
+    *,
+    timeout_seconds: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> IntentRule | None:
-    """The first rule (in the given order: priority) with a pattern found in `message`."""
-    deadline = time.monotonic() + timeout_seconds
+    """The first rule (in the given order: priority) with a pattern found in `message`.
+
+    Once the budget is spent, no later rule is tried: a lower-priority intent must not answer
+    because a higher-priority pattern was too slow to decide."""
+    deadline = clock() + timeout_seconds
     for rule in rules:
         for kind, value in rule.patterns:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock()
             if remaining <= 0:
                 logger.warning(
                     "intent matching ran out of time intent=%s budget_ms=%d",
