@@ -188,7 +188,7 @@ def test_resolution(resolution: str, args: list[str]) -> None:
     print(f"creating {folder.name} (resolution {resolution}, ignoring uv.lock) ...", flush=True)
     create_venv(folder)
     python = folder / BIN.name / PYTHON.name
-    install = [str(UV), "pip", "install", "--quiet", "--python", str(python)]
+    install = [str(UV), "pip", "install", "--quiet", "--upgrade", "--python", str(python)]
     run([*install, "--resolution", resolution, "-e", ".", "--group", "dev"], env=uv_env())
     newer = subprocess.run(
         [str(UV), "pip", "list", "--python", str(python), "--format", "freeze"],
@@ -198,14 +198,14 @@ def test_resolution(resolution: str, args: list[str]) -> None:
         text=True,
         check=True,
     ).stdout.splitlines()
-    locked = {
-        package["name"]: package.get("version")
-        for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]
-    }
+    locked: dict[str, set[str]] = {}
+    for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]:
+        locked.setdefault(package["name"], set()).add(package.get("version", ""))
     for line in newer:
         name, _, version = line.partition("==")
-        if version and locked.get(name.lower().replace("_", "-")) not in {version, None}:
-            print(f"  {name} {locked[name.lower().replace('_', '-')]} (lock) -> {version}")
+        pinned = locked.get(name.lower().replace("_", "-"), set())
+        if version and pinned and version not in pinned:
+            print(f"  {name} {' / '.join(sorted(pinned))} (lock) -> {version}", flush=True)
     run([str(python), "-m", "pytest", *args])
 
 
