@@ -8,6 +8,8 @@ no logging is configured until a server asks for the app.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +21,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api_keys.router import router as api_keys_router
+from app.audit.recorder import AuditedSession
+from app.audit.router import router as audit_router
+from app.audit.service import purge_daily
 from app.auth.cache import PrincipalCache
+from app.auth.dependencies import document_caller_errors
 from app.auth.router import router as auth_router
 from app.auth.router import users_router
 from app.chat.router import chat_router, sessions_router
@@ -39,11 +45,14 @@ from app.core.middleware import (
 from app.core.ratelimit import RateLimits
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
+from app.jobs.setup import build_worker
 from app.llm.registry import build_registry
 from app.llm.transport import upstream_transport
 from app.projects.config import ProjectConfigs
 from app.projects.router import router as projects_router
 from app.prompts.router import router as prompts_router
+from app.workspaces.router import invitations_router
+from app.workspaces.router import router as workspaces_router
 
 logger = logging.getLogger("app")
 
@@ -59,6 +68,15 @@ Authenticate with `POST /auth/login` (the **Authorize** button above does it for
 TAGS = [
     {"name": "Auth", "description": "Accounts and tokens."},
     {"name": "Users", "description": "The current user."},
+    {
+        "name": "Workspaces",
+        "description": "Teams: workspaces, their members and roles (owner, admin, agent, "
+        "viewer). Send `X-Workspace-ID` to act in one; without it, your personal workspace.",
+    },
+    {
+        "name": "Audit log",
+        "description": "Every change to a workspace's configuration, and its security events.",
+    },
     {"name": "Projects", "description": "Chatbot agents and their LLM settings."},
     {"name": "Prompts", "description": "A project's system prompts."},
     {
@@ -99,7 +117,7 @@ def _lifespan(
         )
         app.state.settings = settings
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.sessionmaker = create_sessionmaker(engine, AuditedSession)
         app.state.http_client = http_client
         metrics = app.state.metrics
         app.state.llm_registry = registry = build_registry(settings, http_client, metrics)
@@ -107,6 +125,13 @@ def _lifespan(
         app.state.rate_limits = RateLimits(settings)
         app.state.project_configs = ProjectConfigs()
         app.state.principals = PrincipalCache(settings.AUTH_CACHE_SECONDS)
+        app.state.worker = worker = build_worker(settings, app.state.sessionmaker, metrics)
+        app.state.sessionmaker.configure(info={"wake_jobs": worker.wake})
+        work = asyncio.create_task(worker.run()) if settings.WORKERS_IN_API else None
+        # Moves to the periodic jobs of the background-work mechanism once it exists.
+        purge = asyncio.create_task(
+            purge_daily(app.state.sessionmaker, settings.AUDIT_RETENTION_DAYS)
+        )
         logger.info(
             "started environment=%s database=%s llm_provider=%s llm_model=%s",
             settings.ENVIRONMENT,
@@ -118,11 +143,22 @@ def _lifespan(
             logger.warning(
                 "no LLM API key configured: the built-in echo provider is answering chats"
             )
+        if settings.ENVIRONMENT == "production" and not settings.SMTP_HOST:
+            logger.warning(
+                "no SMTP_HOST: emails (invitations, password resets) are written to the log, "
+                "one-time links included; set SMTP_HOST"
+            )
         if settings.ENVIRONMENT == "production" and settings.is_sqlite:
             logger.warning("running in production on SQLite; use Postgres (DATABASE_URL)")
         try:
             yield
         finally:
+            if work is not None:
+                await worker.stop(settings.SHUTDOWN_GRACE_SECONDS)
+                await work
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
             await generations.shutdown(settings.SHUTDOWN_GRACE_SECONDS)
             await http_client.aclose()
             await engine.dispose()
@@ -152,6 +188,9 @@ def create_app(
         health_router,
         auth_router,
         users_router,
+        workspaces_router,
+        invitations_router,
+        audit_router,
         projects_router,
         prompts_router,
         intents_router,
@@ -161,6 +200,7 @@ def create_app(
         seed_router,
         openai_router,
     ):
+        document_caller_errors(router.routes)
         app.include_router(router)
     # Added innermost first: the request-context middleware wraps everything.
     app.add_middleware(NulGuardMiddleware)  # inside the size limit: it reads bounded bodies

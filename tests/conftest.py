@@ -23,7 +23,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,6 +33,7 @@ from app.main import create_app
 from app.models import Base
 from tests.fake_openai import FakeOpenAI
 from tests.live import serve
+from tests.smtp import SMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_BASE_URL = "http://upstream.test/v1"
@@ -118,8 +119,17 @@ async def clean_database(cleanup_engine: AsyncEngine) -> AsyncIterator[None]:
     """Per-test isolation: every row a test writes is deleted after it."""
     yield
     async with cleanup_engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # as the retention purge does
+            await connection.execute(text("SET LOCAL app.audit_retention = 'on'"))
         for table in reversed(Base.metadata.sorted_tables):
             await connection.execute(delete(table))
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPServer]:
+    """A real SMTP server on 127.0.0.1 for the test; `smtp.settings()` points an app at it."""
+    with SMTPServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -112,3 +112,44 @@ def key_headers(key: str, end_user: str | None = None) -> dict[str, str]:
     if end_user is not None:
         headers["X-End-User-ID"] = end_user
     return headers
+
+
+def in_workspace(account: Account, workspace_id: str) -> Account:
+    """The same account acting in another of its workspaces (`X-Workspace-ID`)."""
+    return replace(account, headers={**account.headers, "X-Workspace-ID": workspace_id})
+
+
+async def create_workspace(
+    client: httpx.AsyncClient, owner: Account, name: str = "Team"
+) -> dict[str, Any]:
+    response = await client.post("/workspaces", json={"name": name}, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def invite(
+    client: httpx.AsyncClient, admin: Account, workspace_id: str, email: str, role: str
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/workspaces/{workspace_id}/invitations",
+        json={"email": email, "role": role},
+        headers=admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def member(
+    client: httpx.AsyncClient, owner: Account, workspace_id: str, role: str
+) -> Account:
+    """A new account that joined `workspace_id` with `role` (invited, then accepted), acting
+    in it."""
+    joiner = await account(client)
+    invitation = await invite(client, owner, workspace_id, joiner.email, role)
+    response = await client.post(
+        "/invitations/accept", json={"token": invitation["token"]}, headers=joiner.headers
+    )
+    assert response.status_code == 200, response.text
+    return in_workspace(joiner, workspace_id)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.api_keys.service import ApiKeyService, to_read
-from app.auth.dependencies import CurrentPrincipal, PrincipalCacheDep
+from app.auth.dependencies import CurrentPrincipal, PrincipalCacheDep, RequireAdmin
 from app.core.db import SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
@@ -28,7 +28,12 @@ async def get_api_key_service(session: SessionDep, principal: CurrentPrincipal) 
 ApiKeyServiceDep = Annotated[ApiKeyService, Depends(get_api_key_service)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    dependencies=[RequireAdmin],
+)
 async def create_api_key(
     project_id: uuid.UUID, body: ApiKeyCreate, keys: ApiKeyServiceDep, principal: CurrentPrincipal
 ) -> ApiKeyCreated:
@@ -41,7 +46,11 @@ async def create_api_key(
     return await keys.create(project_id, body, created_by=principal.user_id)  # type: ignore[arg-type]
 
 
-@router.get("", response_model=Page[ApiKeyRead])
+@router.get(
+    "",
+    response_model=Page[ApiKeyRead],
+    dependencies=[RequireAdmin],
+)
 async def list_api_keys(
     project_id: uuid.UUID, keys: ApiKeyServiceDep, page: PageParamsDep
 ) -> Page[ApiKeyRead]:
@@ -50,7 +59,11 @@ async def list_api_keys(
     return Page[ApiKeyRead](items=[to_read(k) for k in items], next_cursor=next_cursor)
 
 
-@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[RequireAdmin],
+)
 async def revoke_api_key(
     project_id: uuid.UUID,
     key_id: uuid.UUID,

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from app.audit.recorder import new_entry
 from app.core.errors import NotFoundError, field_error
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
@@ -103,6 +104,21 @@ class ApiKeyService:
             raise NotFoundError("API key not found.", code="api_key_not_found")
         key.revoked_at = datetime.now(UTC)
         await self.session.flush()
+
+
+async def record_use_after_revocation(session: AsyncSession, key_hash: str) -> None:
+    """If `key_hash` is a revoked key's, note its use in its workspace's audit log."""
+    result = await session.execute(
+        select(ApiKey.id, ApiKey.workspace_id).where(
+            ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_not(None)
+        )
+    )
+    row = result.first()
+    if row is not None:
+        session.add(
+            new_entry(row.workspace_id, "api_key.used_after_revocation", "api_key", str(row.id))
+        )
+        await session.flush()
 
 
 async def authenticate(session: AsyncSession, key_hash: str) -> ApiKey | None:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.auth.dependencies import AuthServiceDep, CurrentPrincipal
-from app.auth.schemas import LoginJSON, RefreshRequest, TokenPair, UserCreate, UserMe, UserRead
+from app.auth.password_reset import PasswordResets
+from app.auth.schemas import (
+    Accepted,
+    LoginJSON,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    RefreshRequest,
+    TokenPair,
+    UserCreate,
+    UserMe,
+    UserRead,
+)
+from app.core.db import SessionDep
 from app.core.dependencies import RateLimitsDep, SettingsDep
 from app.core.errors import UnauthorizedError, error_responses
 from app.core.ratelimit import Rule
@@ -113,6 +125,55 @@ async def login(
     except UnauthorizedError:
         await limits.count(account)
         raise
+
+
+async def get_password_resets(session: SessionDep, settings: SettingsDep) -> PasswordResets:
+    return PasswordResets(session, settings)
+
+
+PasswordResetsDep = Annotated[PasswordResets, Depends(get_password_resets)]
+
+
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=error_responses(422, 429),
+)
+async def request_password_reset(
+    body: PasswordResetRequest,
+    request: Request,
+    resets: PasswordResetsDep,
+    limits: RateLimitsDep,
+    settings: SettingsDep,
+) -> Accepted:
+    """Email a single-use reset link (`{PUBLIC_BASE_URL}/reset-password?token=...`, valid
+    `PASSWORD_RESET_EXPIRE_MINUTES`). Always 202, whether or not the account exists. Throttled
+    per client IP and per address (`PASSWORD_RESETS_PER_IP_PER_HOUR`,
+    `PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR`)."""
+    email = str(body.email).strip().lower()
+    await limits.hit(
+        [
+            Rule(
+                "reset_ip", (_client_ip(request),), settings.PASSWORD_RESETS_PER_IP_PER_HOUR, "hour"
+            ),
+            Rule("reset_account", (email,), settings.PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR, "hour"),
+        ]
+    )
+    await resets.request(email)
+    return Accepted(status="accepted")
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(410, 422),
+)
+async def confirm_password_reset(body: PasswordResetConfirm, resets: PasswordResetsDep) -> Response:
+    """Set a new password with the emailed token (once). Every refresh token of the account is
+    revoked: each session signs in again. A used, expired or unknown token answers 410."""
+    await resets.confirm(body.token, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 422))

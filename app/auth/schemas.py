@@ -71,3 +71,32 @@ class TokenPair(BaseModel):
     expires_in: int = Field(description="Seconds until the access token expires.")
     refresh_token: str
     refresh_expires_in: int = Field(description="Seconds until the refresh token expires.")
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "user@example.com"}]}
+    )
+
+    email: EmailStr = Field(max_length=320)
+
+
+class PasswordResetConfirm(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"token": "the-token-from-the-link", "new_password": "a-new-password"}]
+        },
+    )
+
+    token: str = Field(min_length=1, max_length=200)
+    new_password: str = Field(description=f"{PASSWORD_MIN}..{PASSWORD_MAX} characters.")
+
+    @field_validator("new_password")
+    @classmethod
+    def _password_length(cls, value: str) -> str:
+        return check_password_policy(value)
+
+
+class Accepted(BaseModel):
+    status: str = Field(examples=["accepted"])

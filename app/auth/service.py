@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.recorder import new_entry
 from app.auth.repository import AccountRepository, Membership
 from app.auth.schemas import TokenPair
 from app.core.config import Settings
@@ -20,6 +21,13 @@ from app.core.security import (
     verify_password,
 )
 from app.models import RefreshToken, User
+
+
+class LoginFailedError(UnauthorizedError):
+    """Wrong credentials: the failure is recorded in the audit log of the account's
+    workspaces, and that record is committed although the request fails."""
+
+    keep_writes = True
 
 
 class RefreshTokenReusedError(UnauthorizedError):
@@ -53,10 +61,25 @@ class AuthService:
         user = await self.accounts.get_user_by_email(normalize_email(email))
         ok, upgraded_hash = await verify_password(password, user.password_hash if user else None)
         if user is None or not ok or not user.is_active:
-            raise UnauthorizedError("Incorrect email or password.", code="invalid_credentials")
+            if user is not None:
+                await self._record_login_failure(user.id)
+            raise LoginFailedError("Incorrect email or password.", code="invalid_credentials")
         if upgraded_hash:
             user.password_hash = upgraded_hash
         return self._issue_pair(user.id, family_id=uuid.uuid4())
+
+    async def _record_login_failure(self, user_id: uuid.UUID) -> None:
+        for workspace_id in await self.accounts.workspace_ids(user_id):
+            self.session.add(
+                new_entry(
+                    workspace_id,
+                    "auth.login_failed",
+                    "user",
+                    str(user_id),
+                    actor=("anonymous", None, None),
+                )
+            )
+        await self.session.flush()
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate: the presented token stops working and a new pair is issued."""

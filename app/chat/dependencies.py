@@ -15,6 +15,7 @@ from app.chat.sessions import SessionService
 from app.chat.streaming import GenerationRegistry
 from app.chat.usage import UsageService
 from app.core.db import SessionDep, SessionmakerDep
+from app.workspaces.roles import Role
 
 
 async def get_generations(request: Request) -> GenerationRegistry:
@@ -71,8 +72,11 @@ async def get_usage_service(session: SessionDep, principal: CurrentPrincipal) ->
     return UsageService(session, principal.workspace_id)
 
 
-# Sending messages, regenerating, cancelling: scope `chat`.
-ChatServiceDep = Annotated[ChatService, Depends(_chat_service(require_scope("chat")))]
+# Members need the role named (the default is viewer: every member); API keys the scope.
+# Sending messages, regenerating, cancelling: scope `chat`, role agent.
+ChatServiceDep = Annotated[
+    ChatService, Depends(_chat_service(require_scope("chat", role=Role.AGENT)))
+]
 # Following a reply: `chat` or `sessions:read`; also `?access_token=` for EventSource.
 StreamChatServiceDep = Annotated[
     ChatService, Depends(_chat_service(require_scope("chat", "sessions:read", stream=True)))
@@ -80,12 +84,17 @@ StreamChatServiceDep = Annotated[
 SessionReaderDep = Annotated[
     SessionService, Depends(_session_service(require_scope("sessions:read")))
 ]
+# Renaming: agent. Deleting a conversation for good: admin.
 SessionWriterDep = Annotated[
-    SessionService, Depends(_session_service(require_scope("sessions:write")))
+    SessionService, Depends(_session_service(require_scope("sessions:write", role=Role.AGENT)))
 ]
-# Rating a reply: `chat` (end users rate what they were told) or `sessions:write`.
+SessionDeleterDep = Annotated[
+    SessionService, Depends(_session_service(require_scope("sessions:write", role=Role.ADMIN)))
+]
+# Rating a reply: `chat` (end users rate what they were told) or `sessions:write`; agent.
 FeedbackDep = Annotated[
-    SessionService, Depends(_session_service(require_scope("chat", "sessions:write")))
+    SessionService,
+    Depends(_session_service(require_scope("chat", "sessions:write", role=Role.AGENT))),
 ]
 ExporterDep = Annotated[SessionExporter, Depends(get_exporter)]
 UsageServiceDep = Annotated[UsageService, Depends(get_usage_service)]

@@ -16,6 +16,7 @@ from app.chat.dependencies import (
     ChatServiceDep,
     ExporterDep,
     FeedbackDep,
+    SessionDeleterDep,
     SessionReaderDep,
     SessionWriterDep,
     StreamChatServiceDep,
@@ -52,7 +53,7 @@ from app.intents.schemas import Link
 from app.llm.resilience import report_headers
 
 chat_router = APIRouter(tags=["Chat"])
-sessions_router = APIRouter(tags=["Sessions"], responses=error_responses(401, 404, 422))
+sessions_router = APIRouter(tags=["Sessions"], responses=error_responses(401, 403, 404, 422))
 
 STREAM_DESCRIPTION = """\
 With `"stream": true` (or `Accept: text/event-stream`) the answer is a stream of Server-Sent
@@ -369,7 +370,7 @@ async def rename_session(
 
 
 @sessions_router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_session(session_id: uuid.UUID, sessions: SessionWriterDep) -> Response:
+async def delete_session(session_id: uuid.UUID, sessions: SessionDeleterDep) -> Response:
     """Delete a session and all its messages (a reply being generated stops)."""
     await sessions.delete(session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -337,27 +337,11 @@ class Generation:
             length = len(self.text)
             write = length != flushed or time.monotonic() - beat >= HEARTBEAT_EVERY_SECONDS
             try:
-                # One statement: autocommit, so no BEGIN/COMMIT round trips around it.
-                async with autocommit_session(self.maker) as db:
-                    connection = await db.connection()
-                    where = (
-                        ChatMessage.workspace_id == self.workspace_id,
-                        ChatMessage.id == self.message_id,
-                        ChatMessage.status == MessageStatus.PENDING,
-                    )
-                    if write:
-                        values: dict[str, Any] = {"heartbeat_at": now}
-                        if length != flushed:
-                            values["content"] = self.text[:length]
-                        statement: Any = (
-                            update(ChatMessage)
-                            .where(*where)
-                            .values(**values)
-                            .returning(ChatMessage.cancel_requested_at)
-                        )
-                    else:
-                        statement = select(ChatMessage.cancel_requested_at).where(*where)
-                    row = (await connection.execute(statement)).first()
+                # Shielded: cancelling this loop (the reply is done) must not interrupt a
+                # statement mid-way. On SQLite an UPDATE ... RETURNING whose rows were never
+                # fetched keeps the write lock, and the reply's final store then waited out the
+                # whole busy timeout (30 s) behind it.
+                row = await asyncio.shield(self._flush_once(write, length, flushed, now))
             except SQLAlchemyError:
                 logger.warning("could not flush the reply message_id=%s", self.message_id)
                 continue
@@ -369,6 +353,31 @@ class Generation:
             if row[0] is not None:
                 self.stop(CANCELLED)
                 return
+
+    async def _flush_once(self, write: bool, length: int, flushed: int, now: datetime) -> Any:
+        """One statement, in autocommit (no BEGIN/COMMIT round trips around it): store the text
+        so far and the heartbeat, or only read whether a cancel was asked for. Its row, or None
+        when the reply is no longer pending."""
+        async with autocommit_session(self.maker) as db:
+            connection = await db.connection()
+            where = (
+                ChatMessage.workspace_id == self.workspace_id,
+                ChatMessage.id == self.message_id,
+                ChatMessage.status == MessageStatus.PENDING,
+            )
+            if write:
+                values: dict[str, Any] = {"heartbeat_at": now}
+                if length != flushed:
+                    values["content"] = self.text[:length]
+                statement: Any = (
+                    update(ChatMessage)
+                    .where(*where)
+                    .values(**values)
+                    .returning(ChatMessage.cancel_requested_at)
+                )
+            else:
+                statement = select(ChatMessage.cancel_requested_at).where(*where)
+            return (await connection.execute(statement)).first()
 
 
 async def finish_pending_reply(

@@ -46,6 +46,27 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=30, ge=1, le=24 * 60)
     REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=30, ge=1, le=365)
     AUTH_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=300)
+    # Where this API's users reach it: links in emails start here.
+    PUBLIC_BASE_URL: str = "http://localhost:8000"
+    INVITATION_EXPIRE_DAYS: int = Field(default=7, ge=1, le=90)
+    # Email: SMTP when SMTP_HOST is set; otherwise messages are written to the log.
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_FROM: str = "Chatbot Platform <no-reply@localhost>"
+    SMTP_STARTTLS: bool = True
+    SMTP_TIMEOUT: float = Field(default=30.0, gt=0, le=300)
+    # Background jobs: workers inside each API process (false: only `python -m app.worker`).
+    WORKERS_IN_API: bool = True
+    JOBS_POLL_SECONDS: float = Field(default=0.5, gt=0, le=60)
+    JOBS_CONCURRENCY: int = Field(default=4, ge=1, le=100)
+    # Password reset: how long an emailed token works, and throttles (0: unlimited).
+    PASSWORD_RESET_EXPIRE_MINUTES: int = Field(default=30, ge=5, le=24 * 60)
+    PASSWORD_RESETS_PER_IP_PER_HOUR: int = Field(default=20, ge=0)
+    PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR: int = Field(default=5, ge=0)
+    # Audit entries older than this are purged (daily, by each API process); 0 keeps them all.
+    AUDIT_RETENTION_DAYS: int = Field(default=365, ge=0, le=36500)
     JWT_ISSUER: str = "chatbot-platform"
     JWT_AUDIENCE: str = "chatbot-platform-api"
 

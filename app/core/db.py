@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.errors import AppError
@@ -141,8 +142,14 @@ def engine_of(maker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
     return engine
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, session_class: type[Session] = Session
+) -> async_sessionmaker[AsyncSession]:
+    """`session_class`: the sync session under each AsyncSession (the app passes the audit
+    log's `AuditedSession`)."""
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
+    )
 
 
 async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:

@@ -321,8 +321,11 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Invalid request (the OpenAI-compatible endpoints' validation errors).",
         401: "Missing, invalid or expired credentials.",
+        403: "Forbidden: your role in this workspace does not allow this (`insufficient_role`), "
+        "or an API key lacks the scope or may not call this route.",
         404: "Not found (or owned by another workspace).",
         409: "Conflict.",
+        410: "Gone: a used, revoked or expired one-time token.",
         413: "Request body too large.",
         422: "Validation error.",
         429: "Rate limited (`rate_limited`), a token quota used up (`quota_exceeded`), or the "

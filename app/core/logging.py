@@ -17,6 +17,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Filled in while a request runs (e.g. the caller's workspace) and logged with its access line.
 request_facts_var: ContextVar[dict[str, str] | None] = ContextVar("request_facts", default=None)
+# The client's address and user agent, for the audit log (never logged by us).
+request_client_var: ContextVar[tuple[str | None, str | None]] = ContextVar(
+    "request_client", default=(None, None)
+)
+# Who the request acts as, for the audit log: (user | api_key, id, the user's email).
+request_actor_var: ContextVar[tuple[str, uuid.UUID, str | None] | None] = ContextVar(
+    "request_actor", default=None
+)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_logger = logging.getLogger("app.access")
@@ -70,9 +78,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request_id_var.set(request_id)
+        request_actor_var.set(None)
+        client = scope.get("client")
+        agent = headers.get(b"user-agent")
+        request_client_var.set(
+            (client[0] if client else None, agent.decode("latin-1")[:500] if agent else None)
+        )
         facts: dict[str, str] = {}
         request_facts_var.set(facts)
         started = time.perf_counter()

@@ -6,6 +6,7 @@
   per attempt (`outcome` is `success` or the error code, e.g. `llm_timeout`).
 - `llm_tokens_total{provider,model,kind}`: prompt and completion tokens.
 - `chat_active_generations`: replies being generated (summed over live worker processes).
+- `jobs_finished_total{kind,outcome}`: background job attempts (`done`, `retry`, `dead`).
 - `db_round_trips_total{kind}`: statements, BEGINs, COMMITs and ROLLBACKs sent to the database.
 
 With several worker processes (`uvicorn --workers N`), set `PROMETHEUS_MULTIPROC_DIR` to an empty
@@ -74,6 +75,12 @@ class Metrics:
             "Replies being generated.",
             registry=self.registry,
             multiprocess_mode="livesum",
+        )
+        self.jobs_finished = Counter(
+            "jobs_finished_total",
+            "Background job attempts by kind and outcome (done, retry, dead).",
+            ["kind", "outcome"],
+            registry=self.registry,
         )
         self.db_round_trips = Counter(
             "db_round_trips",

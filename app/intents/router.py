@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
+from app.auth.dependencies import RequireAdmin
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
 from app.intents.dependencies import IntentServiceDep
@@ -14,11 +15,16 @@ from app.intents.schemas import IntentCreate, IntentRead, IntentUpdate
 router = APIRouter(
     prefix="/projects/{project_id}/intents",
     tags=["Intents"],
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 403, 404, 422),
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=IntentRead)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IntentRead,
+    dependencies=[RequireAdmin],
+)
 async def create_intent(
     project_id: uuid.UUID, body: IntentCreate, intents: IntentServiceDep
 ) -> object:
@@ -47,7 +53,11 @@ async def get_intent(
     return await intents.get(project_id, intent_id)
 
 
-@router.patch("/{intent_id}", response_model=IntentRead)
+@router.patch(
+    "/{intent_id}",
+    response_model=IntentRead,
+    dependencies=[RequireAdmin],
+)
 async def update_intent(
     project_id: uuid.UUID, intent_id: uuid.UUID, body: IntentUpdate, intents: IntentServiceDep
 ) -> object:
@@ -55,7 +65,11 @@ async def update_intent(
     return await intents.update(project_id, intent_id, body)
 
 
-@router.delete("/{intent_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{intent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[RequireAdmin],
+)
 async def delete_intent(
     project_id: uuid.UUID, intent_id: uuid.UUID, intents: IntentServiceDep
 ) -> Response:

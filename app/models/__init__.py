@@ -1,6 +1,7 @@
 """Every model, imported so `Base.metadata` is complete (Alembic and tests rely on this)."""
 
 from app.models.api_key import ApiKey
+from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.chat import (
     ChatMessage,
@@ -11,19 +12,31 @@ from app.models.chat import (
 )
 from app.models.idempotency import IdempotencyKey
 from app.models.intent import Intent
+from app.models.invitation import Invitation
+from app.models.job import Job
 from app.models.project import Project, Prompt
-from app.models.user import RefreshToken, User, Workspace, WorkspaceMember
+from app.models.user import (
+    PasswordResetToken,
+    RefreshToken,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
 
 __all__ = [
     "ApiKey",
+    "AuditEntry",
     "Base",
     "ChatMessage",
     "ChatSession",
     "FeedbackRating",
     "IdempotencyKey",
     "Intent",
+    "Invitation",
+    "Job",
     "MessageRole",
     "MessageStatus",
+    "PasswordResetToken",
     "Project",
     "Prompt",
     "RefreshToken",

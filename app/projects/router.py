@@ -6,16 +6,20 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
+from app.auth.dependencies import RequireAdmin
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
 from app.projects.dependencies import ProjectServiceDep
 from app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 
-router = APIRouter(prefix="/projects", tags=["Projects"], responses=error_responses(401, 422))
+router = APIRouter(
+    prefix="/projects", tags=["Projects"], responses=error_responses(401, 403, 404, 422)
+)
 
 
 @router.post(
     "",
+    dependencies=[RequireAdmin],
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectRead,
     responses=error_responses(409),
@@ -40,7 +44,12 @@ async def get_project(project_id: uuid.UUID, projects: ProjectServiceDep) -> obj
     return await projects.get(project_id)
 
 
-@router.patch("/{project_id}", response_model=ProjectRead, responses=error_responses(404, 409))
+@router.patch(
+    "/{project_id}",
+    response_model=ProjectRead,
+    responses=error_responses(404, 409),
+    dependencies=[RequireAdmin],
+)
 async def update_project(
     project_id: uuid.UUID, body: ProjectUpdate, projects: ProjectServiceDep
 ) -> object:
@@ -49,7 +58,10 @@ async def update_project(
 
 
 @router.delete(
-    "/{project_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404)
+    "/{project_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+    dependencies=[RequireAdmin],
 )
 async def delete_project(project_id: uuid.UUID, projects: ProjectServiceDep) -> Response:
     """Delete a project with all its prompts, sessions and messages."""

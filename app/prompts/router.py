@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
+from app.auth.dependencies import RequireAdmin
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
 from app.prompts.dependencies import PromptServiceDep
@@ -14,11 +15,16 @@ from app.prompts.schemas import PromptCreate, PromptRead, PromptUpdate
 router = APIRouter(
     prefix="/projects/{project_id}/prompts",
     tags=["Prompts"],
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 403, 404, 422),
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=PromptRead)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PromptRead,
+    dependencies=[RequireAdmin],
+)
 async def create_prompt(
     project_id: uuid.UUID, body: PromptCreate, prompts: PromptServiceDep
 ) -> object:
@@ -45,7 +51,11 @@ async def get_prompt(
     return await prompts.get(project_id, prompt_id)
 
 
-@router.patch("/{prompt_id}", response_model=PromptRead)
+@router.patch(
+    "/{prompt_id}",
+    response_model=PromptRead,
+    dependencies=[RequireAdmin],
+)
 async def update_prompt(
     project_id: uuid.UUID, prompt_id: uuid.UUID, body: PromptUpdate, prompts: PromptServiceDep
 ) -> object:
@@ -53,7 +63,11 @@ async def update_prompt(
     return await prompts.update(project_id, prompt_id, body)
 
 
-@router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{prompt_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[RequireAdmin],
+)
 async def delete_prompt(
     project_id: uuid.UUID, prompt_id: uuid.UUID, prompts: PromptServiceDep
 ) -> Response:

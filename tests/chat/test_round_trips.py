@@ -14,10 +14,18 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.core.config import Settings
 from tests import factories
+from tests.conftest import make_settings
 
 POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql")
 MAX_ROUND_TRIPS_PER_TURN = 6 if POSTGRES else 9
+
+
+@pytest.fixture
+def settings(database_url: str, clean_database: None) -> Settings:
+    """No in-process job worker: its polls would be counted among a turn's round trips."""
+    return make_settings(database_url, WORKERS_IN_API=False)
 
 
 def round_trips(app: FastAPI) -> float:

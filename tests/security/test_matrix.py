@@ -38,6 +38,8 @@ PUBLIC = {
     ("POST", "/auth/login"),
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
+    ("POST", "/auth/password-reset"),
+    ("POST", "/auth/password-reset/confirm"),
 }
 KEY_ONLY_PREFIXES = ("/v1/", "/api/v1/")
 READ_ONLY_FIELDS = ("id", "workspace_id", "owner", "role", "created_at")
@@ -101,6 +103,9 @@ async def _tenant(client: httpx.AsyncClient, *, canary: str = "") -> Tenant:
         client, owner, pid, scopes=["chat", "sessions:read", "sessions:write"]
     )
     turn = await factories.chat(client, owner, pid, f"{canary} message")
+    team = await factories.create_workspace(client, owner, f"{canary} team")
+    teammate = await factories.member(client, owner, team["id"], "agent")
+    invitation = await factories.invite(client, owner, team["id"], "x@example.com", "viewer")
     return Tenant(
         owner,
         key["key"],
@@ -112,6 +117,9 @@ async def _tenant(client: httpx.AsyncClient, *, canary: str = "") -> Tenant:
             "session_id": turn["session_id"],
             "message_id": turn["assistant_message"]["id"],
             "model": project["slug"],
+            "workspace_id": team["id"],
+            "user_id": teammate.user_id,
+            "invitation_id": invitation["id"],
         },
     )
 
@@ -127,7 +135,9 @@ def _body(app: FastAPI, operation: Operation, ids: dict[str, str]) -> dict[str, 
     if example is None:
         return None
     for field in list(example):
-        if field in ids:
+        # `user_id` in a body is the caller's own end-user reference (the seed's /api/v1/chat),
+        # not one of our ids.
+        if field in ids and field != "user_id":
             example[field] = ids[field]
     if operation.path == "/v1/chat/completions":
         example["model"] = ids["model"]
@@ -144,7 +154,7 @@ async def test_every_id_of_another_tenant_answers_404(
         body = _body(app, operation, victim.ids)
         carries_id = (
             bool(operation.params)
-            or bool(body and any(f in victim.ids for f in body if f != "model"))
+            or bool(body and any(f in victim.ids for f in body if f not in ("model", "user_id")))
             or operation.path == "/v1/chat/completions"
         )
         if not carries_id:
@@ -271,8 +281,10 @@ async def test_read_only_and_unknown_fields_are_never_applied(
             if operation.key_only
             else tenant.account.headers
         )
+        # A field the operation documents (a member's `role`) is not an injection there.
+        extra = {field: value for field, value in injected.items() if field not in body}
         response = await client.request(
-            operation.method, _url(operation, tenant.ids), json=body | injected, headers=headers
+            operation.method, _url(operation, tenant.ids), json=body | extra, headers=headers
         )
         where = (operation.method, operation.path, response.text[:300])
         assert response.status_code < 500, where

@@ -1,0 +1,259 @@
+"""Workers: claim due jobs under a lease, run their kind's handler, and record the outcome.
+
+- Claiming is one statement: `UPDATE jobs ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`
+  on Postgres; the same without the lock clause on SQLite, whose writes are serialised anyway.
+  A job is due when it is queued and its `run_at` has come, or running with an expired lease
+  (its worker died: it runs again, so handlers must be idempotent in effect).
+- No transaction is held while a handler runs; a heartbeat extends the lease.
+- A failure is retried after exponential backoff with full jitter (or the handler's
+  `RetryLater`), up to the kind's `max_attempts`; then, or on `GiveUp`, the job is `dead`, with
+  its last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.db import autocommit_session
+from app.core.metrics import Metrics
+from app.core.types import utcnow
+from app.models import Job
+
+logger = logging.getLogger("app.jobs")
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What a handler gets: the job's ids and payload, and which attempt this is."""
+
+    id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    workspace_id: uuid.UUID | None
+
+
+Handler = Callable[[JobRun], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    handler: Handler
+    # Replace the payload with {} once done: it may hold what should not outlive the work
+    # (an email's one-time link).
+    scrub_when_done: bool = False
+
+
+class RetryLater(Exception):
+    """Run this job again after `seconds` (a remote's Retry-After), counting the attempt."""
+
+    def __init__(self, seconds: float, reason: str = "retry later") -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
+class GiveUp(Exception):
+    """A permanent failure: no more attempts; the job is kept as dead."""
+
+
+class Worker:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        kinds: dict[str, JobKind],
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 0.5,
+        backoff_base_seconds: float = 2.0,
+        backoff_cap_seconds: float = 3600.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.maker = maker
+        self.kinds = kinds
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency
+        self.lease = timedelta(seconds=lease_seconds)
+        self.poll_seconds = poll_seconds
+        self.backoff_base = backoff_base_seconds
+        self.backoff_cap = backoff_cap_seconds
+        self.metrics = metrics
+        self._running: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (after a commit that enqueued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and run jobs until `stop()`."""
+        while not self._stopping:
+            # Cleared before looking, so a wake-up that comes while we look is not lost.
+            self._wake.clear()
+            free = self.concurrency - len(self._running)
+            claimed = await self._claim_safely(free) if free > 0 else []
+            for job in claimed:
+                task = asyncio.create_task(self._execute(job), name=f"job-{job.kind}-{job.id}")
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+            if (not claimed or free <= len(claimed)) and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()  # a slot is free: look for more
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop claiming; let running jobs finish for up to `grace_seconds` (the rest are
+        cancelled, and their leases let another worker run them again)."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            _, pending = await asyncio.wait(set(self._running), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def run_until_idle(self, limit: int = 1000) -> int:
+        """Run due jobs, one batch at a time, until none is due (tests and the CLI); how many
+        ran. Bounded by `limit`."""
+        done = 0
+        while done < limit:
+            claimed = await self.claim(min(self.concurrency, limit - done))
+            if not claimed:
+                return done
+            await asyncio.gather(*(self._execute(job) for job in claimed))
+            done += len(claimed)
+        return done
+
+    async def _claim_safely(self, limit: int) -> list[JobRun]:
+        try:
+            return await self.claim(limit)
+        except Exception as exc:  # the database is away: try again at the next poll
+            logger.warning("job claim failed error=%s", type(exc).__name__)
+            return []
+
+    def _due(self) -> Any:
+        now = utcnow()
+        return or_(
+            and_(Job.status == "queued", Job.run_at <= now),
+            and_(Job.status == "running", Job.locked_until < now),
+        ), Job.kind.in_(list(self.kinds))
+
+    async def claim(self, limit: int) -> list[JobRun]:
+        """Lease up to `limit` due jobs. An idle poll is one read; only due work is written."""
+        async with autocommit_session(self.maker) as db:
+            if (await db.execute(select(Job.id).where(*self._due()).limit(1))).first() is None:
+                return []
+        now = utcnow()
+        due = (
+            select(Job.id)
+            .where(*self._due())
+            .order_by(Job.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(Job)
+            .where(Job.id.in_(due.scalar_subquery()))
+            .values(
+                status="running",
+                locked_by=self.name,
+                locked_until=now + self.lease,
+                attempts=Job.attempts + 1,
+            )
+            .returning(
+                Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.workspace_id
+            )
+        )
+        async with self.maker() as db:
+            rows = (await db.execute(statement)).all()
+            await db.commit()
+        return [JobRun(*row) for row in rows]
+
+    async def _execute(self, job: JobRun) -> None:
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._heartbeat(job.id))
+        outcome, error, retry_in = "done", None, 0.0
+        try:
+            await self.kinds[job.kind].handler(job)
+        except RetryLater as exc:
+            outcome, error, retry_in = "retry", str(exc), exc.seconds
+        except GiveUp as exc:
+            outcome, error = "dead", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            outcome, error, retry_in = "retry", f"{type(exc).__name__}: {exc}", self._backoff(job)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        if outcome == "retry" and job.attempt >= job.max_attempts:
+            outcome = "dead"
+        await asyncio.shield(self._finish(job, outcome, error, retry_in))
+        if self.metrics is not None:
+            self.metrics.jobs_finished.labels(job.kind, outcome).inc()
+        logger.log(
+            logging.WARNING if outcome == "dead" else logging.INFO,
+            "job finished kind=%s attempt=%d outcome=%s duration_ms=%d",
+            job.kind,
+            job.attempt,
+            outcome,
+            int((time.perf_counter() - started) * 1000),
+            extra={"event": "job", "job_id": str(job.id), "kind": job.kind, "outcome": outcome}
+            | ({"error": error[:500]} if error else {}),
+        )
+
+    def _backoff(self, job: JobRun) -> float:
+        """Full jitter: anywhere up to base * 2^(attempt-1), capped."""
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (job.attempt - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+    async def _finish(self, job: JobRun, outcome: str, error: str | None, retry_in: float) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"locked_by": None, "locked_until": None, "last_error": error}
+        if outcome == "done":
+            values |= {"status": "done", "finished_at": now}
+            if self.kinds[job.kind].scrub_when_done:
+                values["payload"] = {}
+        elif outcome == "dead":
+            values |= {"status": "dead", "finished_at": now}
+        else:
+            values |= {"status": "queued", "run_at": now + timedelta(seconds=retry_in)}
+        async with self.maker() as db:
+            # Only while the lease is ours: a worker that lost it must not overwrite the outcome
+            # of the one that took the job over.
+            await db.execute(
+                update(Job).where(Job.id == job.id, Job.locked_by == self.name).values(**values)
+            )
+            await db.commit()
+
+    async def _heartbeat(self, job_id: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                async with self.maker() as db:
+                    await db.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.locked_by == self.name)
+                        .values(locked_until=utcnow() + self.lease)
+                    )
+                    await db.commit()
+            except Exception as exc:  # keep beating; the lease is long enough for a miss
+                logger.warning("job heartbeat failed error=%s", type(exc).__name__)

@@ -1,0 +1,1 @@
+"""Notifications: email through one notifier, sent as durable jobs."""

@@ -1,0 +1,1 @@
+"""Workspaces: the tenant, its members and their roles."""

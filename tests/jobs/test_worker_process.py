@@ -1,0 +1,59 @@
+"""`python -m app.worker`: a separate process runs the queued jobs and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.jobs.queue import enqueue
+from app.models import Job
+from tests.live import ROOT
+
+
+async def test_a_worker_process_runs_queued_jobs_and_stops_on_sigterm(
+    make_client: Callable[..., Any], database_url: str
+) -> None:
+    # No worker in this API process: only the separate one can run the job.
+    client = await make_client(WORKERS_IN_API=False)
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+    async with app.state.sessionmaker() as db:
+        await enqueue(db, "email.send", {"to": "a@example.com", "subject": "s", "text": "t"})
+        await db.commit()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "development",
+        "JOBS_POLL_SECONDS": "0.1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.worker",
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):  # bounded: 300 polls of 100 ms
+            async with app.state.sessionmaker() as db:
+                statuses = list((await db.execute(select(Job.status))).scalars())
+            if statuses == ["done"]:
+                break
+            assert process.returncode is None, "the worker process died"
+            await asyncio.sleep(0.1)
+        assert statuses == ["done"]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
