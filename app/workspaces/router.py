@@ -4,15 +4,17 @@ are not a member of answers 404, and your role there decides the rest (403 `insu
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
 from app.auth.dependencies import (
     CurrentPrincipal,
-    MemberCaller,
     Principal,
     PrincipalCacheDep,
+    get_current_principal,
+    get_workspace_member,
     require_member_role,
 )
 from app.core.db import SessionDep
@@ -39,32 +41,19 @@ router = APIRouter(
 )
 
 
-async def get_own_service(
-    session: SessionDep, principal: CurrentPrincipal, principals: PrincipalCacheDep
-) -> WorkspaceService:
-    return WorkspaceService(session, principal, principals)
+def _service(
+    caller: Callable[..., Awaitable[Principal]],
+) -> Callable[..., Awaitable[WorkspaceService]]:
+    """The service for the caller `caller` resolves (and authorizes)."""
 
+    async def build(
+        session: SessionDep,
+        principals: PrincipalCacheDep,
+        principal: Principal = Depends(caller),  # a default: see require_scope
+    ) -> WorkspaceService:
+        return WorkspaceService(session, principal, principals)
 
-async def get_member_service(
-    session: SessionDep, principal: MemberCaller, principals: PrincipalCacheDep
-) -> WorkspaceService:
-    return WorkspaceService(session, principal, principals)
-
-
-async def get_admin_service(
-    session: SessionDep,
-    principal: Annotated[Principal, Depends(require_member_role(Role.ADMIN))],
-    principals: PrincipalCacheDep,
-) -> WorkspaceService:
-    return WorkspaceService(session, principal, principals)
-
-
-async def get_owner_service(
-    session: SessionDep,
-    principal: Annotated[Principal, Depends(require_member_role(Role.OWNER))],
-    principals: PrincipalCacheDep,
-) -> WorkspaceService:
-    return WorkspaceService(session, principal, principals)
+    return build
 
 
 async def get_invitation_service(
@@ -76,10 +65,11 @@ async def get_invitation_service(
 
 
 InvitationsDep = Annotated[InvitationService, Depends(get_invitation_service)]
-OwnWorkspaces = Annotated[WorkspaceService, Depends(get_own_service)]
-AsMember = Annotated[WorkspaceService, Depends(get_member_service)]
-AsAdmin = Annotated[WorkspaceService, Depends(get_admin_service)]
-AsOwner = Annotated[WorkspaceService, Depends(get_owner_service)]
+# The caller's own workspaces; then the one in the path, as any member, an admin, an owner.
+OwnWorkspaces = Annotated[WorkspaceService, Depends(_service(get_current_principal))]
+AsMember = Annotated[WorkspaceService, Depends(_service(get_workspace_member))]
+AsAdmin = Annotated[WorkspaceService, Depends(_service(require_member_role(Role.ADMIN)))]
+AsOwner = Annotated[WorkspaceService, Depends(_service(require_member_role(Role.OWNER)))]
 
 
 @router.get("", response_model=Page[WorkspaceRead])

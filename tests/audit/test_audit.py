@@ -21,10 +21,20 @@ from app.audit.recorder import new_entry
 from app.audit.service import purge_daily, purge_expired
 from app.core.logging import request_actor_var
 from app.core.types import utcnow
-from app.models import AuditEntry, Project
+from app.models import (
+    ApiKey,
+    AuditEntry,
+    Intent,
+    Invitation,
+    Project,
+    Prompt,
+    Workspace,
+    WorkspaceMember,
+)
 from tests import factories
 from tests.core.test_recovery import postgres_only
 from tests.factories import in_workspace
+from tests.waiting import until
 
 
 async def _log(
@@ -234,8 +244,7 @@ async def test_the_retention_purge_removes_only_old_entries(
     async with maker() as db:
         assert await purge_expired(db, 365) == 1
         await db.commit()
-    async with maker() as db:
-        left = set((await db.execute(select(AuditEntry.target_id))).scalars())
+    left = await _targets(maker)
     assert "old" not in left and len(left) >= 1
 
 
@@ -251,14 +260,92 @@ async def test_the_daily_purge_runs_in_the_background(
         await db.commit()
     purging = asyncio.create_task(purge_daily(maker, 7, first_after_seconds=0))
     try:
-        for _ in range(200):  # bounded: 200 polls of 50 ms
-            async with maker() as db:
-                left = set((await db.execute(select(AuditEntry.target_id))).scalars())
-            if "very-old" not in left:
-                break
-            await asyncio.sleep(0.05)
-        assert "very-old" not in left and left  # the recent entries stay
+        left = await until(
+            lambda: _targets(maker), lambda left: "very-old" not in left, what="the purge"
+        )
+        assert left  # the recent entries stay
     finally:
         purging.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purging
+
+
+async def _targets(maker: Any) -> set[str | None]:
+    async with maker() as db:
+        return set((await db.execute(select(AuditEntry.target_id))).scalars())
+
+
+def _new_rows(workspace_id: uuid.UUID, project_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, Any]:
+    """One new row of each audited kind, and the target id its entry names."""
+    now = utcnow()
+    key = ApiKey(
+        id=uuid.uuid4(),
+        workspace_id=workspace_id,
+        project_id=project_id,
+        name="k",
+        prefix="cbp_x",
+        key_hash=uuid.uuid4().hex,
+        scopes="chat",
+    )
+    invitation = Invitation(
+        id=uuid.uuid4(),
+        workspace_id=workspace_id,
+        email="i@example.com",
+        role="viewer",
+        token_hash=uuid.uuid4().hex,
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    return {
+        "workspace": Workspace(id=uuid.uuid4(), name="w", is_personal=False),
+        "project": Project(id=uuid.uuid4(), workspace_id=workspace_id, name="p", slug="p-x"),
+        "prompt": Prompt(
+            id=uuid.uuid4(), workspace_id=workspace_id, project_id=project_id, content="c"
+        ),
+        "intent": Intent(
+            id=uuid.uuid4(),
+            workspace_id=workspace_id,
+            project_id=project_id,
+            name="i",
+            patterns=[{"type": "keyword", "value": "x"}],
+            reply="r",
+        ),
+        "api_key": key,
+        "invitation": invitation,
+        "member": WorkspaceMember(workspace_id=workspace_id, user_id=user_id, role="viewer"),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["workspace", "project", "prompt", "intent", "api_key", "invitation", "member"]
+)
+async def test_each_kind_and_its_entry_commit_or_roll_back_together(
+    app: FastAPI, client: httpx.AsyncClient, kind: str
+) -> None:
+    owner, team = await _team(client)
+    pid = uuid.UUID((await factories.create_project(client, owner))["id"])
+    joiner = uuid.UUID((await factories.account(client)).user_id)
+    maker = app.state.sessionmaker
+    request_actor_var.set(None)
+    for commit in (False, True):
+        row = _new_rows(uuid.UUID(team), pid, joiner)[kind]
+        async with maker() as db:
+            db.add(row)
+            await db.flush()
+            await (db.commit() if commit else db.rollback())
+        target = str(row.user_id if kind == "member" else row.id)
+        # The joiner's registration recorded them joining their own personal workspace.
+        workspace = row.id if kind == "workspace" else uuid.UUID(team)
+        where = (AuditEntry.target_id == target, AuditEntry.workspace_id == workspace)
+        async with maker() as db:
+            entries = (await db.execute(select(AuditEntry).where(*where))).scalars().all()
+        if commit:
+            assert [e.action for e in entries] == [
+                "member.added" if kind == "member" else f"{kind}.created"
+            ]
+            text_of_changes = json.dumps(entries[0].changes)
+            for secret_column in ("key_hash", "token_hash"):
+                if hasattr(row, secret_column):
+                    assert getattr(row, secret_column) not in text_of_changes
+        else:
+            assert entries == []

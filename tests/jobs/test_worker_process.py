@@ -16,6 +16,7 @@ from sqlalchemy import select
 from app.jobs.queue import enqueue
 from app.models import Job
 from tests.live import ROOT
+from tests.waiting import until
 
 
 async def test_a_worker_process_runs_queued_jobs_and_stops_on_sigterm(
@@ -43,17 +44,23 @@ async def test_a_worker_process_runs_queued_jobs_and_stops_on_sigterm(
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(300):  # bounded: 300 polls of 100 ms
-            async with app.state.sessionmaker() as db:
-                statuses = list((await db.execute(select(Job.status))).scalars())
-            if statuses == ["done"]:
-                break
-            assert process.returncode is None, "the worker process died"
-            await asyncio.sleep(0.1)
-        assert statuses == ["done"]
+        await until(
+            lambda: _statuses(app),
+            lambda statuses: statuses == ["done"] or process.returncode is not None,
+            polls=300,
+            every=0.1,
+            what="the worker process running the job",
+        )
+        assert process.returncode is None, "the worker process died"
+        assert await _statuses(app) == ["done"]
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def _statuses(app: FastAPI) -> list[str]:
+    async with app.state.sessionmaker() as db:
+        return list((await db.execute(select(Job.status))).scalars())
