@@ -103,15 +103,7 @@ def _entry(kind: _Kind, verb: str, entity: Any) -> AuditEntry | None:
         history = state.attrs[name].history
         if verb == "updated" and not history.has_changes():
             continue
-        before = history.deleted[0] if history.deleted else None
-        after = history.added[0] if history.added else getattr(entity, name, None)
-        if verb == "created":
-            before = None
-        elif verb == "deleted":
-            before, after = (after if not history.deleted else before), None
-        if before is NO_VALUE:
-            before = None
-        changes[name] = _redacted(name, before, after)
+        changes[name] = _redacted(name, *_before_after(verb, history, getattr(entity, name, None)))
     if verb == "updated" and not changes:
         return None  # only bookkeeping changed (a key's last use, a revision)
     action = NAMED_VERBS.get((kind.name, verb), f"{kind.name}.{verb}")
@@ -124,6 +116,19 @@ def _entry(kind: _Kind, verb: str, entity: Any) -> AuditEntry | None:
         action = named[0] if named else action
     workspace_id = entity.id if isinstance(entity, Workspace) else entity.workspace_id
     return new_entry(workspace_id, action, kind.name, kind.target_id(entity), changes or None)
+
+
+def _before_after(verb: str, history: Any, current: Any) -> tuple[Any, Any]:
+    """A column's value before and after the change (`history.deleted` holds the loaded value
+    an update replaced; an unloaded one is NO_VALUE, i.e. unknown)."""
+    original = history.deleted[0] if history.deleted else None
+    if original is NO_VALUE:
+        original = None
+    if verb == "created":
+        return None, current
+    if verb == "deleted":
+        return (original if history.deleted else current), None
+    return original, current
 
 
 def _redacted(name: str, before: Any, after: Any) -> dict[str, Any]:
