@@ -23,13 +23,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
 from app.core.logging import request_actor_var, request_client_var, request_id_var
+from app.events.recorder import event_for_change, mark_recorded
 from app.models import (
     ApiKey,
     AuditEntry,
+    Event,
     Intent,
     Invitation,
     Project,
     Prompt,
+    Webhook,
     Workspace,
     WorkspaceMember,
 )
@@ -61,6 +64,7 @@ KINDS: dict[type[Any], _Kind] = {
     Workspace: _Kind("workspace"),
     WorkspaceMember: _MemberKind("member"),
     Invitation: _Kind("invitation"),
+    Webhook: _Kind("webhook"),
 }
 # An update that sets one of these columns is named for it.
 NAMED_UPDATES = {
@@ -78,7 +82,8 @@ class AuditedSession(Session):
 
 @event.listens_for(AuditedSession, "before_flush")
 def _audit_flush(session: Session, _context: Any, _instances: Any) -> None:
-    entries = []
+    """Each audited change gets its entry, and (for the kinds that have them) its event."""
+    entries: list[Any] = []
     for verb, entities in (
         ("created", session.new),
         ("updated", session.dirty),
@@ -88,6 +93,10 @@ def _audit_flush(session: Session, _context: Any, _instances: Any) -> None:
             kind = KINDS.get(type(entity))
             if kind is not None and (entry := _entry(kind, verb, entity)) is not None:
                 entries.append(entry)
+                if (change := event_for_change(entity, entry.action, entry.changes)) is not None:
+                    entries.append(change)
+    if any(isinstance(entry, Event) for entry in entries):
+        mark_recorded(session)
     session.add_all(entries)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,11 +10,14 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Integer,
     Select,
+    Text,
     bindparam,
     case,
+    cast,
     insert,
     or_,
     select,
@@ -24,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.driver import Prebuilt
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
-from app.models import ChatMessage, ChatSession, MessageStatus, Project
+from app.events.recorder import mark_recorded
+from app.models import ChatMessage, ChatSession, Event, MessageStatus, Project
 
 SESSION_KEYSET = Keyset((ChatSession.last_activity_at, ChatSession.id), descending=True)
 MESSAGE_KEYSET = Keyset((ChatMessage.seq,))
@@ -35,6 +40,7 @@ _CONTEXT_STATUSES = (MessageStatus.COMPLETE, MessageStatus.INCOMPLETE)
 class TurnClaim:
     last_seq: int  # the last of the message positions reserved
     revision: int  # the project's revision (see app/projects/config.py)
+    last_event_seq: int  # the last of the event sequence numbers reserved
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,23 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
             statement = statement.where(ChatSession.end_user_id == end_user_id)
         return await self.page(statement, SESSION_KEYSET, params)
 
-    async def reserve_seqs(self, session_id: uuid.UUID, count: int, now: datetime) -> int:
-        """Atomically claim `count` message positions; returns the last one claimed."""
+    async def reserve_seqs(
+        self, session_id: uuid.UUID, count: int, now: datetime
+    ) -> tuple[int, int]:
+        """Atomically claim `count` message positions and as many event sequence numbers; the
+        last of each."""
         result = await self.session.execute(
             update(ChatSession)
             .where(ChatSession.workspace_id == self.workspace_id, ChatSession.id == session_id)
-            .values(message_count=ChatSession.message_count + count, last_activity_at=now)
-            .returning(ChatSession.message_count)
+            .values(
+                message_count=ChatSession.message_count + count,
+                event_seq=ChatSession.event_seq + count,
+                last_activity_at=now,
+            )
+            .returning(ChatSession.message_count, ChatSession.event_seq)
         )
-        return int(result.scalar_one())
+        message_seq, event_seq = result.one()
+        return int(message_seq), int(event_seq)
 
     async def claim_turn(
         self,
@@ -104,8 +118,9 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         reserve: int,
     ) -> TurnClaim | None:
         """Let the turn `owner` hold the session until `until` and reserve `reserve` message
-        positions, in one conditional UPDATE; None if the session is not the caller's in that
-        project, or another turn holds it. Also returns the project's revision."""
+        positions (and as many event sequence numbers), in one conditional UPDATE; None if the
+        session is not the caller's in that project, or another turn holds it. Also returns
+        the project's revision."""
         audience = self.audience
         params: dict[str, Any] = {
             "b_workspace_id": self.workspace_id,
@@ -126,7 +141,12 @@ class SessionRepository(WorkspaceRepository[ChatSession]):
         rows = await self.core(_claim_statement(*shape), params)
         if not rows:
             return None
-        return TurnClaim(last_seq=int(rows[0]["message_count"]), revision=int(rows[0]["revision"]))
+        row = rows[0]
+        return TurnClaim(
+            last_seq=int(row["message_count"]),
+            revision=int(row["revision"]),
+            last_event_seq=int(row["event_seq"]),
+        )
 
     async def extend_turn(self, session_id: uuid.UUID, owner: uuid.UUID, until: datetime) -> None:
         await self.session.execute(
@@ -204,9 +224,10 @@ def _claim_statement(project_scoped: bool, per_end_user: bool, end_user_null: bo
             turn_owner=bindparam("owner", type_=ChatSession.id.type),
             turn_until=bindparam("until", type_=ChatSession.last_activity_at.type),
             message_count=ChatSession.message_count + bindparam("reserve", type_=Integer()),
+            event_seq=ChatSession.event_seq + bindparam("reserve", type_=Integer()),
             last_activity_at=now,
         )
-        .returning(ChatSession.message_count, revision.label("revision"))
+        .returning(ChatSession.message_count, ChatSession.event_seq, revision.label("revision"))
     )
 
 
@@ -225,7 +246,50 @@ def _history_statement(before: bool) -> Prebuilt:
 
 
 _INSERT_MESSAGES = Prebuilt(insert(ChatMessage))
+_INSERT_EVENTS = Prebuilt(insert(Event))
 _MESSAGE_COLUMNS = tuple(column.key for column in ChatMessage.__table__.columns)
+
+
+@cache
+def _insert_turn_statement(messages: int, events: int) -> Prebuilt:
+    """WITH stored AS (INSERT the messages) INSERT the events: one statement, so the turn's
+    events cost no round trip (Postgres; its data-modifying CTEs always run to completion).
+    Parameters are `m<i>_<column>` and `e<j>_<column>`; an event's data is JSON text."""
+    message_columns = ChatMessage.__table__.columns
+    stored = (
+        insert(ChatMessage)
+        .values(
+            [
+                {c.key: bindparam(f"m{i}_{c.key}", type_=c.type) for c in message_columns}
+                for i in range(messages)
+            ]
+        )
+        .cte("stored")
+    )
+    return Prebuilt(
+        insert(Event).values([event_values(f"e{j}_") for j in range(events)]).add_cte(stored)
+    )
+
+
+def event_values(prefix: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for column in Event.__table__.columns:
+        if column.key == "data":
+            values["data"] = cast(bindparam(f"{prefix}data", type_=Text()), JSON)
+        else:
+            values[column.key] = bindparam(f"{prefix}{column.key}", type_=column.type)
+    return values
+
+
+def turn_params(messages: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of `_insert_turn_statement(len(messages), len(events))`."""
+    params: dict[str, Any] = {}
+    for index, row in enumerate(messages):
+        params |= {f"m{index}_{key}": value for key, value in row.items()}
+    for index, row in enumerate(events):
+        params |= {f"e{index}_{key}": value for key, value in row.items()}
+        params[f"e{index}_data"] = json.dumps(row["data"], separators=(",", ":"))
+    return params
 
 
 class MessageRepository(WorkspaceRepository[ChatMessage]):
@@ -264,13 +328,22 @@ class MessageRepository(WorkspaceRepository[ChatMessage]):
         rows = await self.core(_history_statement(before_seq is not None), params)
         return [(row["role"], row["content"]) for row in reversed(rows)]
 
-    async def insert(self, *messages: ChatMessage) -> None:
-        """INSERT the messages in one statement (the instances stay outside the session)."""
+    async def insert(self, *messages: ChatMessage, events: tuple[dict[str, Any], ...] = ()) -> None:
+        """INSERT the messages, and the turn's event rows, in one statement on Postgres (two
+        on SQLite, which has no data-modifying CTEs). The instances stay outside the session."""
         rows = []
         for message in messages:
             message.workspace_id = self.workspace_id
             rows.append({key: getattr(message, key) for key in _MESSAGE_COLUMNS})
+        connection = await self.session.connection()
+        if events and connection.dialect.name == "postgresql":
+            statement = _insert_turn_statement(len(rows), len(events))
+            await self.core(statement, turn_params(rows, list(events)))
+            return
         await self.core(_INSERT_MESSAGES, rows)
+        if events:
+            await self.core(_INSERT_EVENTS, list(events))
+            mark_recorded(self.session)
 
     async def last_of_role(
         self, session_id: uuid.UUID, role: str, *, before_seq: int | None = None

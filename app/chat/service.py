@@ -16,6 +16,7 @@ from sse_starlette import ServerSentEvent
 
 from app.auth.dependencies import Principal
 from app.chat.errors import upstream_error
+from app.chat.events import include_content, message_created, session_created
 from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_reply
 from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
@@ -42,6 +43,7 @@ from app.core.errors import (
     field_error,
 )
 from app.core.ratelimit import RateLimits, Rule
+from app.events.recorder import wake_relay
 from app.intents.matcher import IntentRule
 from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
@@ -68,6 +70,8 @@ class ChatTurn:
 class _PreparedTurn(ChatTurn):
     plan: ReplyPlan | None = None
     budgets: list[Rule] = field(default_factory=list)  # token budgets the reply is charged to
+    project_id: uuid.UUID | None = None
+    events_include_content: bool = False
 
 
 def session_not_found() -> NotFoundError:
@@ -212,6 +216,8 @@ class ChatService:
                 fallback_reply=prepared.fallback_reply,
                 on_tokens=partial(self.limits.charge, prepared.budgets),
                 stream=stream,
+                project_id=prepared.project_id,
+                events_include_content=prepared.events_include_content,
             )
         )
 
@@ -227,6 +233,7 @@ class ChatService:
         while True:
             prepared = await self._prepare_once(data, reply_id)
             if prepared is not None:
+                wake_relay(self.maker)  # its events are committed
                 return prepared
             if time.monotonic() >= deadline:
                 raise ConflictError(
@@ -260,6 +267,7 @@ class ChatService:
                         end_user_id=self.principal.end_user_id,
                         title=title_from_message(data.message),
                         message_count=2,
+                        event_seq=3,  # session.created, message.created, the reply's
                         created_at=now,
                         last_activity_at=now,
                         turn_owner=reply_id,
@@ -267,10 +275,14 @@ class ChatService:
                     )
                 )
                 await db.flush()  # the session row first: the messages refer to it
-                session_id, history, last_seq = chat_session.id, [], 2
+                session_id, history, last_seq, last_event_seq = chat_session.id, [], 2, 3
+                events = [session_created(chat_session, include_content=include_content(config))]
             else:
                 session_id = data.session_id
-                config, last_seq = await self._claim(db, sessions, data, reply_id, now)
+                config, last_seq, last_event_seq = await self._claim(
+                    db, sessions, data, reply_id, now
+                )
+                events = []
                 if config is None:
                     return None
                 project = config.project
@@ -287,18 +299,29 @@ class ChatService:
                 status=MessageStatus.COMPLETE,
                 created_at=now,
                 completed_at=now,
+                event_seq=last_event_seq - 1,
             )
             prepared = self._pending_reply(
                 config,
                 user_message,
                 history,
                 seq=last_seq,
+                event_seq=last_event_seq,
                 now=now,
                 context=data.context,
                 reply_id=reply_id,
             )
+            events.append(
+                message_created(
+                    self.workspace_id,
+                    project.id,
+                    user_message,
+                    end_user_id=self.principal.end_user_id,
+                    include_content=include_content(config),
+                )
+            )
             await MessageRepository(db, self.workspace_id).insert(
-                user_message, prepared.assistant_message
+                user_message, prepared.assistant_message, events=tuple(events)
             )
             prepared.budgets = admitted.tokens
             return prepared
@@ -310,10 +333,10 @@ class ChatService:
         data: ChatRequest,
         reply_id: uuid.UUID,
         now: datetime,
-    ) -> tuple[ProjectConfig | None, int]:
+    ) -> tuple[ProjectConfig | None, int, int]:
         """Claim the session for this turn: (the project's config, the last message position
-        reserved), or (None, 0) when another turn holds it. 404 for an unknown session or one
-        of another project (or end user)."""
+        and the last event sequence number reserved), or (None, 0, 0) when another turn holds
+        it. 404 for an unknown session or one of another project (or end user)."""
         assert data.session_id is not None  # noqa: S101 - only turns of existing sessions
         # The lease lasts the turn's deadline (the project's, when the cache knows it) and a
         # margin; a project whose deadline grew meanwhile extends it below.
@@ -328,13 +351,13 @@ class ChatService:
                 if await self.configs.current(db, self.workspace_id, data.project_id) is None:
                     raise project_not_found()
                 raise session_not_found()
-            return None, 0
+            return None, 0, 0
         config = await self.configs.get(db, self.workspace_id, data.project_id, claim.revision)
         if config is None:
             raise project_not_found()
         if (needed := self._turn_lease(config.project)) > lease:
             await sessions.extend_turn(data.session_id, reply_id, now + needed)
-        return config, claim.last_seq
+        return config, claim.last_seq, claim.last_event_seq
 
     def _turn_lease(self, project: Project | None) -> timedelta:
         """How long a turn may hold its session: its LLM deadline and a margin (a turn whose
@@ -370,8 +393,10 @@ class ChatService:
             history = await messages.history_window(
                 session_id, project.history_window, before_seq=user_message.seq
             )
-            seq = await sessions.reserve_seqs(session_id, 1, now)
-            prepared = self._pending_reply(config, user_message, history, seq=seq, now=now)
+            seq, event_seq = await sessions.reserve_seqs(session_id, 1, now)
+            prepared = self._pending_reply(
+                config, user_message, history, seq=seq, event_seq=event_seq, now=now
+            )
             await messages.insert(prepared.assistant_message)
             prepared.budgets = admitted.tokens
             return prepared
@@ -383,6 +408,7 @@ class ChatService:
         history: list[tuple[str, str]],
         *,
         seq: int,
+        event_seq: int,
         now: datetime,
         context: Context | None = None,
         reply_id: uuid.UUID | None = None,
@@ -409,6 +435,7 @@ class ChatService:
             intent=plan.intent.name if plan.intent else None,
             created_at=now,
             heartbeat_at=now,
+            event_seq=event_seq,
         )
         return _PreparedTurn(
             session_id=user_message.chat_session_id,
@@ -417,6 +444,8 @@ class ChatService:
             intent=plan.intent,
             fallback_reply=config.project.fallback_reply,
             plan=plan,
+            project_id=config.project.id,
+            events_include_content=include_content(config),
         )
 
     # -- replies in progress ---------------------------------------------------------------

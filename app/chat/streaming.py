@@ -22,22 +22,24 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, func, select, update
+from sqlalchemy import Integer, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.chat.errors import classify
-from app.chat.repository import MessageRepository, SessionRepository
+from app.chat.events import reply_finished
+from app.chat.repository import MessageRepository, SessionRepository, event_values, turn_params
 from app.chat.schemas import MessageRead
 from app.core.config import Settings
 from app.core.db import autocommit_session, engine_of
 from app.core.driver import Prebuilt, run
 from app.core.metrics import Metrics
+from app.events.recorder import mark_recorded, wake_relay
 from app.llm.base import LLMError, LLMProvider
 from app.llm.resilience import CallReport
 from app.llm.types import CompletionRequest, Usage
-from app.models import ChatMessage, ChatSession, MessageStatus
+from app.models import ChatMessage, ChatSession, Event, MessageStatus, Project
 
 logger = logging.getLogger("app.chat.streaming")
 
@@ -135,8 +137,12 @@ class Generation:
         fallback_reply: str | None = None,
         on_tokens: Callable[[int], Awaitable[None]] | None = None,
         stream: bool = True,
+        project_id: uuid.UUID | None = None,
+        events_include_content: bool = False,
     ) -> None:
         self.maker = maker
+        self.project_id = project_id  # for the reply's event (none without it)
+        self.events_include_content = events_include_content
         self.settings = settings
         self.workspace_id = workspace_id
         self.message = message  # the pending row as created; replaced by the stored final state
@@ -311,9 +317,18 @@ class Generation:
         now = datetime.now(UTC)
         stored: ChatMessage | None = None
         if not deleted:
+            event = None
+            if self.project_id is not None:
+                event = reply_finished(
+                    self.workspace_id,
+                    self.project_id,
+                    self.message,
+                    values,
+                    include_content=self.events_include_content,
+                )
             try:
                 stored = await finish_pending_reply(
-                    self.maker, self.workspace_id, self.message, values, now
+                    self.maker, self.workspace_id, self.message, values, now, event=event
                 )
             except SQLAlchemyError:
                 logger.exception("could not store the reply message_id=%s", self.message_id)
@@ -386,12 +401,15 @@ async def finish_pending_reply(
     message: ChatMessage,
     values: dict[str, Any],
     now: datetime,
+    *,
+    event: dict[str, Any] | None = None,
 ) -> ChatMessage | None:
-    """Store a reply's final state if it is still pending, add its tokens to the session and
-    let go of the session if this reply's turn holds it.
+    """Store a reply's final state if it is still pending, add its tokens to the session, let
+    go of the session if this reply's turn holds it, and record `event` (its
+    `reply.completed` / `reply.failed`) if it was stored.
 
     Returns the stored message (as it now is), or None when it no longer exists. On Postgres
-    this is one prebuilt statement (a data-modifying CTE) outside any transaction block: one
+    this is one prebuilt statement (data-modifying CTEs) outside any transaction block: one
     round trip.
     """
     tokens = {key: values.get(key) or 0 for key in SESSION_TOKEN_COLUMNS}
@@ -400,10 +418,14 @@ async def finish_pending_reply(
         params = {f"v_{key}": values.get(key, getattr(message, key)) for key in FINAL_COLUMNS}
         params |= {f"add_{key}": value for key, value in tokens.items()}
         params |= {"b_workspace_id": workspace_id, "message_id": message.id, "now": now}
+        if event is not None:
+            params |= turn_params([], [event])
         async with engine.connect() as connection:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-            rows = await run(connection, _finish_statement(), params)
+            rows = await run(connection, _finish_statement(event is not None), params)
         if rows:
+            if event is not None:
+                wake_relay(maker)
             return ChatMessage(**rows[0])
     else:
         async with maker() as db, db.begin():
@@ -422,6 +444,9 @@ async def finish_pending_reply(
                 await SessionRepository(db, workspace_id).touch(
                     message.chat_session_id, now, release=message.id, **tokens
                 )
+                if event is not None:
+                    db.add(Event(**event))
+                    mark_recorded(db)
         if stored is not None:
             return stored
     async with maker() as db:  # no longer pending (marked interrupted meanwhile), or deleted
@@ -446,9 +471,11 @@ FINAL_COLUMNS = (
 
 
 @cache
-def _finish_statement() -> Prebuilt:
-    """WITH finished AS (UPDATE the pending message ... RETURNING it) UPDATE its session (the
-    tokens, the activity, the lease) RETURNING the message: atomic, and built once."""
+def _finish_statement(with_event: bool) -> Prebuilt:
+    """WITH finished AS (UPDATE the pending message ... RETURNING it)[, recorded AS (INSERT
+    its event ... FROM finished)] UPDATE its session (the tokens, the activity, the lease)
+    RETURNING the message: atomic, and built once. The event's parameters are `e0_<column>`
+    (`turn_params`); it is inserted only if the message was still pending."""
     columns = ChatMessage.__table__.columns
     now = bindparam("now", type_=ChatMessage.completed_at.type)
     finished = (
@@ -466,7 +493,7 @@ def _finish_statement() -> Prebuilt:
         .cte("finished")
     )
     held = ChatSession.turn_owner == finished.c.id
-    return Prebuilt(
+    statement = (
         update(ChatSession)
         .where(ChatSession.id == finished.c.chat_session_id)
         .values(
@@ -482,6 +509,13 @@ def _finish_statement() -> Prebuilt:
         )
         .returning(*finished.c)
     )
+    if with_event:
+        values = event_values("e0_")
+        recorded = insert(Event).from_select(
+            list(values), select(*values.values()).select_from(finished)
+        )
+        statement = statement.add_cte(recorded.cte("recorded"))
+    return Prebuilt(statement)
 
 
 class GenerationRegistry:
@@ -571,11 +605,12 @@ def _is_stale(message: ChatMessage, settings: Settings) -> bool:
 async def mark_interrupted(
     maker: async_sessionmaker[AsyncSession], workspace_id: uuid.UUID, message: ChatMessage
 ) -> None:
-    """End a pending reply whose generating process is gone, keeping what it stored."""
+    """End a pending reply whose generating process is gone, keeping what it stored (and
+    record its `reply.failed`)."""
     now = datetime.now(UTC)
     code, text = INTERRUPTED
     async with maker() as db, db.begin():
-        await db.execute(
+        result = await db.execute(
             update(ChatMessage)
             .where(
                 ChatMessage.workspace_id == workspace_id,
@@ -588,7 +623,24 @@ async def mark_interrupted(
                 error_message=text,
                 completed_at=now,
             )
+            .returning(ChatMessage)
         )
+        stored = result.scalar_one_or_none()
+        if stored is not None:
+            project = (
+                await db.execute(
+                    select(Project.id, Project.events_include_content)
+                    .join(ChatSession, ChatSession.project_id == Project.id)
+                    .where(ChatSession.id == stored.chat_session_id)
+                )
+            ).first()
+            if project is not None:
+                values = {"status": stored.status, "error_code": code, "content": stored.content}
+                row = reply_finished(
+                    workspace_id, project[0], stored, values, include_content=project[1]
+                )
+                db.add(Event(**row))
+                mark_recorded(db)
     logger.warning("reply marked interrupted (no heartbeat) message_id=%s", message.id)
 
 

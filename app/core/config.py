@@ -67,6 +67,31 @@ class Settings(BaseSettings):
     PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR: int = Field(default=5, ge=0)
     # Audit entries older than this are purged (daily, by each API process); 0 keeps them all.
     AUDIT_RETENTION_DAYS: int = Field(default=365, ge=0, le=36500)
+    # Finished jobs (done, dead) are deleted after this many days; events after this many.
+    JOBS_RETENTION_DAYS: int = Field(default=7, ge=1, le=3650)
+    EVENTS_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
+    # How often the retention sweep runs (once per period across all processes).
+    RETENTION_SWEEP_MINUTES: int = Field(default=60, ge=1, le=24 * 60)
+    # Every URL a tenant configures (webhooks, channels, documents) is refused when it resolves
+    # to a loopback, private, link-local or metadata address, unless this is true.
+    OUTBOUND_ALLOW_PRIVATE_NETWORKS: bool = False
+    # Webhooks: each delivery attempt's timeout, and how long an endpoint may fail every
+    # delivery before it is disabled (a `webhook.disabled` event says so).
+    WEBHOOK_TIMEOUT_SECONDS: float = Field(default=15.0, gt=0, le=120)
+    WEBHOOK_DISABLE_AFTER_HOURS: float = Field(default=120.0, gt=0, le=24 * 90)
+    # Kafka: events are also published to KAFKA_TOPIC when KAFKA_BOOTSTRAP_SERVERS is set.
+    KAFKA_BOOTSTRAP_SERVERS: str | None = None
+    KAFKA_TOPIC: str = "chatbot.events"
+    KAFKA_CLIENT_ID: str = "chatbot-platform"
+    KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    KAFKA_SASL_USERNAME: str | None = None
+    KAFKA_SASL_PASSWORD: SecretStr | None = None
+    KAFKA_SSL_CAFILE: str | None = None
+    # The idempotent producer needs a broker that supports it (Tansu, used in tests, does not).
+    KAFKA_ENABLE_IDEMPOTENCE: bool = False
     JWT_ISSUER: str = "chatbot-platform"
     JWT_AUDIENCE: str = "chatbot-platform-api"
 
@@ -150,7 +175,18 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("LLM_PROVIDER", "LLM_BASE_URL", "LLM_MODEL", "REDIS_URL", mode="before")
+    @field_validator(
+        "LLM_PROVIDER",
+        "LLM_BASE_URL",
+        "LLM_MODEL",
+        "REDIS_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CAFILE",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -7,6 +7,8 @@
 - `llm_tokens_total{provider,model,kind}`: prompt and completion tokens.
 - `chat_active_generations`: replies being generated (summed over live worker processes).
 - `jobs_finished_total{kind,outcome}`: background job attempts (`done`, `retry`, `dead`).
+- `jobs_queued{kind}`, `jobs_running{kind}`, `jobs_dead{kind}` and
+  `jobs_oldest_queued_age_seconds{kind}`: the queue as the database holds it.
 - `db_round_trips_total{kind}`: statements, BEGINs, COMMITs and ROLLBACKs sent to the database.
 
 With several worker processes (`uvicorn --workers N`), set `PROMETHEUS_MULTIPROC_DIR` to an empty
@@ -81,6 +83,36 @@ class Metrics:
             "Background job attempts by kind and outcome (done, retry, dead).",
             ["kind", "outcome"],
             registry=self.registry,
+        )
+        # The queue as the database holds it (every process reads the same numbers, every
+        # JOBS_METRICS_SECONDS; "max" across processes is therefore the value).
+        self.jobs_queued = Gauge(
+            "jobs_queued",
+            "Jobs waiting to run, by kind (delayed ones included).",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.jobs_running = Gauge(
+            "jobs_running",
+            "Jobs being run (leased), by kind.",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.jobs_dead = Gauge(
+            "jobs_dead",
+            "Jobs that gave up (kept for an operator to retry), by kind.",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.jobs_oldest_queued_age = Gauge(
+            "jobs_oldest_queued_age_seconds",
+            "How long the oldest due job has been waiting, by kind.",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.db_round_trips = Counter(
             "db_round_trips",

@@ -4,7 +4,10 @@
   on Postgres; the same without the lock clause on SQLite, whose writes are serialised anyway.
   A job is due when it is queued and its `run_at` has come, or running with an expired lease
   (its worker died: it runs again, so handlers must be idempotent in effect).
+- A job with an `ordering_key` is due only when no older unfinished job has that key.
 - No transaction is held while a handler runs; a heartbeat extends the lease.
+- Periodic kinds are enqueued once per period (app/jobs/periodic.py), whichever process
+  notices the new period first; the others' inserts find it there.
 - A failure is retried after exponential backoff with full jitter (or the handler's
   `RetryLater`), up to the kind's `max_attempts`; then, or on `GiveUp`, the job is `dead`, with
   its last error.
@@ -25,12 +28,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from app.core.db import autocommit_session
 from app.core.metrics import Metrics
 from app.core.types import utcnow
+from app.jobs.periodic import Periodic, schedule_period
+from app.jobs.stats import refresh_queue_metrics
 from app.models import Job
 
 logger = logging.getLogger("app.jobs")
@@ -83,9 +89,15 @@ class Worker:
         backoff_base_seconds: float = 2.0,
         backoff_cap_seconds: float = 3600.0,
         metrics: Metrics | None = None,
+        periodic: tuple[Periodic, ...] = (),
+        metrics_seconds: float = 15.0,
     ) -> None:
         self.maker = maker
         self.kinds = kinds
+        self.periodic = periodic
+        self.metrics_seconds = metrics_seconds
+        self._scheduled: dict[str, str] = {}  # kind -> the period key already ensured
+        self._metrics_due = 0.0
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = concurrency
         self.lease = timedelta(seconds=lease_seconds)
@@ -106,6 +118,7 @@ class Worker:
         while not self._stopping:
             # Cleared before looking, so a wake-up that comes while we look is not lost.
             self._wake.clear()
+            await self._housekeeping()
             free = self.concurrency - len(self._running)
             claimed = await self._claim_safely(free) if free > 0 else []
             for job in claimed:
@@ -115,6 +128,20 @@ class Worker:
             if (not claimed or free <= len(claimed)) and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _housekeeping(self) -> None:
+        """Enqueue the periodic jobs of a period that began, and refresh the queue's gauges."""
+        try:
+            for periodic in self.periodic:
+                key = periodic.key(utcnow())
+                if self._scheduled.get(periodic.kind) != key:
+                    await schedule_period(self.maker, periodic, key)
+                    self._scheduled[periodic.kind] = key
+            if self.metrics is not None and time.monotonic() >= self._metrics_due:
+                self._metrics_due = time.monotonic() + self.metrics_seconds
+                await refresh_queue_metrics(self.maker, self.metrics, set(self.kinds))
+        except Exception as exc:  # the database is away: try again next time round
+            logger.warning("job housekeeping failed error=%s", type(exc).__name__)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -152,10 +179,23 @@ class Worker:
 
     def _due(self) -> Any:
         now = utcnow()
-        return or_(
-            and_(Job.status == "queued", Job.run_at <= now),
-            and_(Job.status == "running", Job.locked_until < now),
-        ), Job.kind.in_(list(self.kinds))
+        older = aliased(Job)
+        waits_for_older = exists().where(
+            older.ordering_key == Job.ordering_key,
+            older.status.in_(("queued", "running")),
+            or_(
+                older.created_at < Job.created_at,
+                and_(older.created_at == Job.created_at, older.id < Job.id),
+            ),
+        )
+        return (
+            or_(
+                and_(Job.status == "queued", Job.run_at <= now),
+                and_(Job.status == "running", Job.locked_until < now),
+            ),
+            Job.kind.in_(list(self.kinds)),
+            or_(Job.ordering_key.is_(None), ~waits_for_older),
+        )
 
     async def claim(self, limit: int) -> list[JobRun]:
         """Lease up to `limit` due jobs. An idle poll is one read; only due work is written."""

@@ -10,6 +10,7 @@ from app.models.chat import (
     MessageRole,
     MessageStatus,
 )
+from app.models.event import Event, Webhook, WebhookDelivery
 from app.models.idempotency import IdempotencyKey
 from app.models.intent import Intent
 from app.models.invitation import Invitation
@@ -29,6 +30,7 @@ __all__ = [
     "Base",
     "ChatMessage",
     "ChatSession",
+    "Event",
     "FeedbackRating",
     "IdempotencyKey",
     "Intent",
@@ -41,6 +43,8 @@ __all__ = [
     "Prompt",
     "RefreshToken",
     "User",
+    "Webhook",
+    "WebhookDelivery",
     "Workspace",
     "WorkspaceMember",
 ]

@@ -50,6 +50,8 @@ class ChatSession(UUIDPrimaryKey, WorkspaceScoped, Base):
     # of one session run one after another, across processes, without a transaction held.
     turn_owner: Mapped[uuid.UUID | None]
     turn_until: Mapped[datetime | None]
+    # The last event sequence number given to one of the session's events (app/events/).
+    event_seq: Mapped[int] = mapped_column(default=0, server_default="0")
 
     __table_args__ = (
         Index(
@@ -102,6 +104,9 @@ class ChatMessage(UUIDPrimaryKey, WorkspaceScoped, Base):
     feedback_rating: Mapped[str | None] = mapped_column(String(10))
     feedback_comment: Mapped[str | None] = mapped_column(Text)
     feedback_at: Mapped[datetime | None]
+    # The session sequence number of this message's event: `message.created` for a user's
+    # message, the reply's final `reply.completed` / `reply.failed`.
+    event_seq: Mapped[int | None]
 
     __table_args__ = (
         UniqueConstraint("chat_session_id", "seq", name="uq_chat_messages_chat_session_id_seq"),

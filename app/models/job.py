@@ -14,6 +14,7 @@ from app.core.types import utcnow
 from app.models.base import Base, UUIDPrimaryKey
 
 UNFINISHED = "status IN ('queued', 'running')"
+ORDERED = f"ordering_key IS NOT NULL AND {UNFINISHED}"
 
 
 class Job(UUIDPrimaryKey, Base):
@@ -32,6 +33,8 @@ class Job(UUIDPrimaryKey, Base):
     locked_by: Mapped[str | None] = mapped_column(String(100))
     locked_until: Mapped[datetime | None]
     dedupe_key: Mapped[str | None] = mapped_column(String(200))
+    # Jobs with the same key run one at a time, oldest (created_at, then id) first.
+    ordering_key: Mapped[str | None] = mapped_column(String(200))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
@@ -45,5 +48,12 @@ class Job(UUIDPrimaryKey, Base):
             unique=True,
             sqlite_where=text(UNFINISHED),
             postgresql_where=text(UNFINISHED),
+        ),
+        Index(
+            "ix_jobs_ordering_key_created_at",
+            "ordering_key",
+            "created_at",
+            sqlite_where=text(ORDERED),
+            postgresql_where=text(ORDERED),
         ),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPrimaryKey, WorkspaceScoped
@@ -41,6 +41,11 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     # Raised by every change to the project, its prompts or its intents (app/projects/config.py):
     # what chat turns check before using the settings they cached.
     revision: Mapped[int] = mapped_column(default=1, server_default="1")
+    # Events leave our trust boundary (webhooks, Kafka): message text is in them only if set.
+    events_include_content: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Retention; null: the workspace's default (null there too: kept).
+    session_ttl_days: Mapped[int | None]
+    message_retention_days: Mapped[int | None]
 
     __table_args__ = (
         Index("ix_projects_workspace_id_created_at", "workspace_id", "created_at"),

@@ -33,6 +33,9 @@ class Workspace(UUIDPrimaryKey, Timestamps, Base):
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+    # Retention defaults for the workspace's projects (null: kept).
+    session_ttl_days: Mapped[int | None]
+    message_retention_days: Mapped[int | None]
 
     __table_args__ = (Index("ix_workspaces_created_by_id", "created_by_id"),)
 

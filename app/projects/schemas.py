@@ -73,7 +73,31 @@ class ProjectLimits(BaseModel):
     )
 
 
-class ProjectCreate(ProjectLimits):
+RetentionDays = Annotated[int, Field(ge=1, le=36500)]
+_CONTENT_DOC = (
+    "Include message text (the user's message, the reply, feedback comments, session titles) "
+    "in events. Events leave for webhooks and Kafka; off, they carry ids and small facts only."
+)
+_TTL_DOC = (
+    "Delete sessions idle for longer than this many days (a `session.expired` event each); "
+    "null: the workspace's default (null there too: kept)."
+)
+_MESSAGE_RETENTION_DOC = (
+    "Delete messages older than this many days (sessions stay); null: the workspace's "
+    "default (null there too: kept)."
+)
+
+
+class ProjectRetention(BaseModel):
+    """How long a project's conversations are kept."""
+
+    session_ttl_days: RetentionDays | None = Field(default=None, description=_TTL_DOC)
+    message_retention_days: RetentionDays | None = Field(
+        default=None, description=_MESSAGE_RETENTION_DOC
+    )
+
+
+class ProjectCreate(ProjectRetention, ProjectLimits):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -94,9 +118,10 @@ class ProjectCreate(ProjectLimits):
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
     fallback_models: FallbackModels = Field(default_factory=list, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
+    events_include_content: bool = Field(default=False, description=_CONTENT_DOC)
 
 
-class ProjectUpdate(ProjectLimits):
+class ProjectUpdate(ProjectRetention, ProjectLimits):
     """Only the fields sent are changed; send null to reset an LLM setting to the default."""
 
     model_config = ConfigDict(
@@ -114,6 +139,7 @@ class ProjectUpdate(ProjectLimits):
     fallback_reply: FallbackReply | None = Field(default=None, description=_FALLBACK_DOC)
     fallback_models: FallbackModels | None = Field(default=None, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
+    events_include_content: bool | None = Field(default=None, description=_CONTENT_DOC)
 
 
 class ProjectRead(BaseModel):
@@ -135,5 +161,8 @@ class ProjectRead(BaseModel):
     end_user_rate_limit_per_minute: int | None
     tokens_per_day: int | None
     end_user_tokens_per_day: int | None
+    events_include_content: bool
+    session_ttl_days: int | None
+    message_retention_days: int | None
     created_at: datetime
     updated_at: datetime

@@ -62,7 +62,17 @@ class ProjectService:
         project = await self.get(project_id)
         if data.slug is not None:
             await self._check_slug_free(data.slug, project.id)
-        apply_patch(project, data, not_null=("name", "slug", "history_window", "fallback_models"))
+        apply_patch(
+            project,
+            data,
+            not_null=(
+                "name",
+                "slug",
+                "history_window",
+                "fallback_models",
+                "events_include_content",
+            ),
+        )
         await self.session.flush()
         await self.session.refresh(project)
         return project

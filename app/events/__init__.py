@@ -1,0 +1,1 @@
+"""Events: the outbox, the sinks it feeds (webhooks, Kafka) and the feed."""
