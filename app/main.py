@@ -8,8 +8,6 @@ no logging is configured until a server asks for the app.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +21,6 @@ from app import __version__
 from app.api_keys.router import router as api_keys_router
 from app.audit.recorder import AuditedSession
 from app.audit.router import router as audit_router
-from app.audit.service import purge_daily
 from app.auth.cache import PrincipalCache
 from app.auth.dependencies import document_caller_errors
 from app.auth.router import router as auth_router
@@ -43,9 +40,10 @@ from app.core.middleware import (
     SecurityHeadersMiddleware,
 )
 from app.core.ratelimit import RateLimits
+from app.events.router import feed_router, jobs_router, webhooks_router
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
-from app.jobs.setup import build_worker
+from app.jobs.setup import Background
 from app.llm.registry import build_registry
 from app.llm.transport import upstream_transport
 from app.projects.config import ProjectConfigs
@@ -99,6 +97,16 @@ TAGS = [
         "description": "`/v1/chat/completions` and `/v1/models` for OpenAI clients and SDKs, "
         'with a project API key; errors use OpenAI\'s `{"error": {...}}` body.',
     },
+    {
+        "name": "Webhooks",
+        "description": "A project's webhook endpoints: CloudEvents signed the Standard Webhooks "
+        "way, retried for 27 hours, each attempt logged.",
+    },
+    {
+        "name": "Events",
+        "description": "A project's events (CloudEvents 1.0) as a feed to poll or an SSE stream.",
+    },
+    {"name": "Jobs", "description": "Background jobs: list the ones that gave up, retry them."},
     {"name": "Health", "description": "Liveness and readiness probes."},
 ]
 
@@ -125,13 +133,11 @@ def _lifespan(
         app.state.rate_limits = RateLimits(settings)
         app.state.project_configs = ProjectConfigs()
         app.state.principals = PrincipalCache(settings.AUTH_CACHE_SECONDS)
-        app.state.worker = worker = build_worker(settings, app.state.sessionmaker, metrics)
-        app.state.sessionmaker.configure(info={"wake_jobs": worker.wake})
-        work = asyncio.create_task(worker.run()) if settings.WORKERS_IN_API else None
-        # Moves to the periodic jobs of the background-work mechanism once it exists.
-        purge = asyncio.create_task(
-            purge_daily(app.state.sessionmaker, settings.AUDIT_RETENTION_DAYS)
-        )
+        app.state.background = background = Background(settings, app.state.sessionmaker, metrics)
+        app.state.worker = background.worker
+        if settings.WORKERS_IN_API:
+            app.state.sessionmaker.configure(info=background.wake_hooks())
+            background.start()
         logger.info(
             "started environment=%s database=%s llm_provider=%s llm_model=%s",
             settings.ENVIRONMENT,
@@ -153,12 +159,10 @@ def _lifespan(
         try:
             yield
         finally:
-            if work is not None:
-                await worker.stop(settings.SHUTDOWN_GRACE_SECONDS)
-                await work
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+            if settings.WORKERS_IN_API:
+                await background.stop()
+            else:
+                await background.close()
             await generations.shutdown(settings.SHUTDOWN_GRACE_SECONDS)
             await http_client.aclose()
             await engine.dispose()
@@ -199,6 +203,9 @@ def create_app(
         sessions_router,
         seed_router,
         openai_router,
+        webhooks_router,
+        feed_router,
+        jobs_router,
     ):
         document_caller_errors(router.routes)
         app.include_router(router)

@@ -8,10 +8,11 @@ import asyncio
 import logging
 import signal
 
+from app.audit.recorder import AuditedSession
 from app.core.config import get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.logging import configure_logging
-from app.jobs.setup import build_worker
+from app.jobs.setup import Background
 
 logger = logging.getLogger("app.worker")
 
@@ -20,19 +21,20 @@ async def main() -> None:
     settings = get_settings()
     configure_logging("DEBUG" if settings.DEBUG else settings.LOG_LEVEL, settings.LOG_FORMAT)
     engine = create_engine(settings)
-    maker = create_sessionmaker(engine)
-    worker = build_worker(settings, maker)
+    maker = create_sessionmaker(engine, AuditedSession)  # its changes are audited and evented
+    background = Background(settings, maker)
+    maker.configure(info=background.wake_hooks())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    logger.info("worker started name=%s", worker.name)
-    running = asyncio.create_task(worker.run())
+    name = background.worker.name
+    logger.info("worker started name=%s", name)
+    background.start()
     await stop.wait()
-    await worker.stop(settings.SHUTDOWN_GRACE_SECONDS)
-    await running
+    await background.stop()
     await engine.dispose()
-    logger.info("worker stopped name=%s", worker.name)
+    logger.info("worker stopped name=%s", name)
 
 
 if __name__ == "__main__":

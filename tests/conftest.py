@@ -32,6 +32,7 @@ from app.core.db import create_engine
 from app.main import create_app
 from app.models import Base
 from tests.fake_openai import FakeOpenAI
+from tests.kafka import kafka_bootstrap  # noqa: F401 - a fixture
 from tests.live import serve
 from tests.smtp import SMTPServer
 
@@ -102,6 +103,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "REDIS_URL": None,
         "CORS_ORIGINS": [],
         "SECRET_KEY": "test-secret-key-with-enough-length-0123456789",
+        # Webhook receivers in the tests listen on 127.0.0.1.
+        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": True,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

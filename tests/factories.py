@@ -153,3 +153,13 @@ async def member(
     )
     assert response.status_code == 200, response.text
     return in_workspace(joiner, workspace_id)
+
+
+async def create_webhook(
+    client: httpx.AsyncClient, owner: Account, project_id: str, url: str, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/projects/{project_id}/webhooks", json={"url": url, **fields}, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())

@@ -3,7 +3,6 @@ the only DELETE the Postgres trigger lets through."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -12,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.schemas import AuditActor, AuditEntryRead, AuditFilter
@@ -95,27 +93,3 @@ async def purge_expired(session: AsyncSession, retention_days: int) -> int:
     cutoff = utcnow() - timedelta(days=retention_days)
     result = await session.execute(delete(AuditEntry).where(AuditEntry.occurred_at < cutoff))
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def purge_daily(
-    maker: async_sessionmaker[AsyncSession],
-    retention_days: int,
-    period_seconds: float = 86400,
-    first_after_seconds: float = 600,
-) -> None:
-    """Purge `first_after_seconds` after start (not during it), then once per period, until
-    cancelled (the lifespan's task). Every API process runs it; a purge is idempotent, so
-    running it twice costs only a query."""
-    if retention_days <= 0:
-        return
-    await asyncio.sleep(first_after_seconds)
-    while True:
-        try:
-            async with maker() as db:
-                purged = await purge_expired(db, retention_days)
-                await db.commit()
-            if purged:
-                logger.info("audit log purged entries=%d retention_days=%d", purged, retention_days)
-        except (SQLAlchemyError, OSError) as exc:  # the database is away: try next period
-            logger.warning("audit log purge failed error=%s", type(exc).__name__)
-        await asyncio.sleep(period_seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +13,7 @@ from app.chat.repository import MessageRepository, SessionRepository
 from app.chat.service import audience_of, message_not_found, project_not_found, session_not_found
 from app.core.errors import ConflictError
 from app.core.pagination import PageParams
+from app.events.recorder import next_sequence, record
 from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus
 from app.projects.service import ProjectService
 
@@ -46,8 +48,19 @@ class SessionService:
         return chat_session
 
     async def delete(self, session_id: uuid.UUID) -> None:
-        """Delete the session and its messages."""
-        await self.sessions.delete(await self.get(session_id))
+        """Delete the session and its messages (a `session.deleted` event says so)."""
+        chat_session = await self.get(session_id)
+        record(
+            self.session,
+            chat_session.workspace_id,
+            "session.deleted",
+            {"session_id": str(chat_session.id), "message_count": chat_session.message_count},
+            project_id=chat_session.project_id,
+            session_id=chat_session.id,
+            sequence=chat_session.event_seq + 1,
+            subject=str(chat_session.id),
+        )
+        await self.sessions.delete(chat_session)
         await self.session.flush()
 
     async def set_feedback(
@@ -55,7 +68,8 @@ class SessionService:
     ) -> ChatMessage:
         """Rate a reply (or withdraw the rating with null); the latest feedback wins."""
         message = await self.messages.get(message_id)
-        if message is None or await self.sessions.get(message.chat_session_id) is None:
+        chat_session = None if message is None else await self.sessions.get(message.chat_session_id)
+        if message is None or chat_session is None:
             raise message_not_found()
         if message.role != MessageRole.ASSISTANT:
             raise ConflictError(
@@ -69,6 +83,24 @@ class SessionService:
         message.feedback_rating = rating
         message.feedback_comment = comment or None
         message.feedback_at = datetime.now(UTC)
+        project = await self.projects.get(chat_session.project_id)
+        data: dict[str, Any] = {
+            "message_id": str(message.id),
+            "session_id": str(chat_session.id),
+            "rating": rating,
+        }
+        if project.events_include_content:
+            data["comment"] = message.feedback_comment
+        record(
+            self.session,
+            chat_session.workspace_id,
+            "feedback.created" if rating is not None or comment else "feedback.deleted",
+            data,
+            project_id=chat_session.project_id,
+            session_id=chat_session.id,
+            sequence=await next_sequence(self.session, chat_session.workspace_id, chat_session.id),
+            subject=str(message.id),
+        )
         await self.session.flush()
         return message
 

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     PASSWORD_RESET_EXPIRE_MINUTES: int = Field(default=30, ge=5, le=24 * 60)
     PASSWORD_RESETS_PER_IP_PER_HOUR: int = Field(default=20, ge=0)
     PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR: int = Field(default=5, ge=0)
-    # Audit entries older than this are purged (daily, by each API process); 0 keeps them all.
+    # Audit entries older than this are purged (by the retention sweep); 0 keeps them all.
     AUDIT_RETENTION_DAYS: int = Field(default=365, ge=0, le=36500)
     # Finished jobs (done, dead) are deleted after this many days; events after this many.
     JOBS_RETENTION_DAYS: int = Field(default=7, ge=1, le=3650)
@@ -83,9 +83,7 @@ class Settings(BaseSettings):
     KAFKA_BOOTSTRAP_SERVERS: str | None = None
     KAFKA_TOPIC: str = "chatbot.events"
     KAFKA_CLIENT_ID: str = "chatbot-platform"
-    KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     KAFKA_SASL_USERNAME: str | None = None
     KAFKA_SASL_PASSWORD: SecretStr | None = None

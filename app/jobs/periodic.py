@@ -57,4 +57,3 @@ async def schedule_period(
         )
         await db.execute(statement)
         await db.commit()
-

@@ -28,6 +28,7 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.models import User
 from tests import factories
+from tests.waiting import until
 from tests.conftest import make_settings
 
 CANARY = "CANARY-tenant-a-7f3e"
@@ -103,6 +104,9 @@ async def _tenant(client: httpx.AsyncClient, *, canary: str = "") -> Tenant:
         client, owner, pid, scopes=["chat", "sessions:read", "sessions:write"]
     )
     turn = await factories.chat(client, owner, pid, f"{canary} message")
+    me = (await client.get("/workspaces", headers=owner.headers)).json()["items"]
+    personal = next(w for w in me if w["is_personal"])["id"]
+    webhook, delivery, job = await webhook_with_a_delivery(client, owner, pid, personal)
     team = await factories.create_workspace(client, owner, f"{canary} team")
     teammate = await factories.member(client, owner, team["id"], "agent")
     invitation = await factories.invite(client, owner, team["id"], "x@example.com", "viewer")
@@ -120,14 +124,40 @@ async def _tenant(client: httpx.AsyncClient, *, canary: str = "") -> Tenant:
             "workspace_id": team["id"],
             "user_id": teammate.user_id,
             "invitation_id": invitation["id"],
+            "webhook_id": webhook,
+            "delivery_id": delivery,
+            "job_id": job,
         },
     )
+
+
+async def webhook_with_a_delivery(
+    client: httpx.AsyncClient, owner: factories.Account, pid: str, workspace_id: str
+) -> tuple[str, str, str]:
+    """A webhook to a closed local port, its first (failed) attempt, and that delivery's job."""
+    hook = await factories.create_webhook(client, owner, pid, "http://127.0.0.1:9/hook")
+    await factories.chat(client, owner, pid, "for the webhook")
+    url = f"/webhooks/{hook['id']}/deliveries"
+
+    async def deliveries() -> list[dict[str, Any]]:
+        return list((await client.get(url, headers=owner.headers)).json()["items"])
+
+    delivery = (await until(deliveries, bool, polls=300, what="a webhook delivery"))[0]
+    jobs_url = f"/workspaces/{workspace_id}/jobs?status=queued&kind=webhook.deliver"
+
+    async def jobs() -> list[dict[str, Any]]:
+        return list((await client.get(jobs_url, headers=owner.headers)).json())
+
+    return hook["id"], delivery["id"], (await until(jobs, bool, what="the retry"))[0]["id"]
 
 
 def _url(operation: Operation, ids: dict[str, str]) -> str:
     unknown = [p for p in operation.params if p not in ids]
     assert not unknown, f"{operation.method} {operation.path}: add {unknown} to the matrix"
-    return operation.path.format(**{p: ids[p] for p in operation.params})
+    url = operation.path.format(**{p: ids[p] for p in operation.params})
+    if operation.path.endswith("/events/stream"):  # a live stream: let it end
+        url += "?max_seconds=0.2"
+    return url
 
 
 def _body(app: FastAPI, operation: Operation, ids: dict[str, str]) -> dict[str, Any] | None:

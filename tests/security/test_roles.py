@@ -18,7 +18,15 @@ from fastapi import FastAPI
 
 from tests import factories
 from tests.factories import in_workspace
-from tests.security.test_matrix import PUBLIC, Operation, _body, _operations, _tenant, _url
+from tests.security.test_matrix import (
+    PUBLIC,
+    Operation,
+    _body,
+    _operations,
+    _tenant,
+    _url,
+    webhook_with_a_delivery,
+)
 
 ROLES = ("viewer", "agent", "admin", "owner")
 W = "/workspaces/{workspace_id}"
@@ -66,6 +74,17 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("DELETE", S): "admin",
     ("GET", f"{S}/messages"): "viewer",
     ("GET", f"{S}/export"): "viewer",
+    ("POST", f"{P}/webhooks"): "admin",
+    ("GET", f"{P}/webhooks"): "admin",
+    ("GET", "/webhooks/{webhook_id}"): "admin",
+    ("PATCH", "/webhooks/{webhook_id}"): "admin",
+    ("DELETE", "/webhooks/{webhook_id}"): "admin",
+    ("GET", "/webhooks/{webhook_id}/deliveries"): "admin",
+    ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/resend"): "admin",
+    ("GET", f"{P}/events"): "viewer",
+    ("GET", f"{P}/events/stream"): "viewer",
+    ("GET", f"{W}/jobs"): "admin",
+    ("POST", f"{W}/jobs/{{job_id}}/retry"): "admin",
 }
 # The caller's own account, in no particular workspace: any signed-in user.
 ACCOUNT_LEVEL = {
@@ -110,6 +129,7 @@ async def test_every_operation_answers_each_role_as_the_table_says(
     turn = await factories.chat(client, in_team, pid, "hello team")
     target = await factories.member(client, owner, team, "viewer")
     invitation = await factories.invite(client, owner, team, "later@example.com", "viewer")
+    webhook, delivery, job = await webhook_with_a_delivery(client, in_team, pid, team)
     ids = {
         **tenant.ids,
         "project_id": pid,
@@ -120,6 +140,9 @@ async def test_every_operation_answers_each_role_as_the_table_says(
         "message_id": turn["assistant_message"]["id"],
         "user_id": target.user_id,
         "invitation_id": invitation["id"],
+        "webhook_id": webhook,
+        "delivery_id": delivery,
+        "job_id": job,
     }
     members = {"owner": in_team}
     for role in ("viewer", "agent", "admin"):

@@ -1,0 +1,1 @@
+"""Retention: what is deleted when, swept by a periodic job (`retention.sweep`)."""
