@@ -28,8 +28,8 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.models import User
 from tests import factories
-from tests.waiting import until
 from tests.conftest import make_settings
+from tests.waiting import until
 
 CANARY = "CANARY-tenant-a-7f3e"
 PUBLIC = {
