@@ -50,6 +50,8 @@ def row(name: str) -> dict[str, object]:
         "name": name,
         "is_personal": False,
         "created_by_id": None,
+        "session_ttl_days": None,
+        "message_retention_days": None,
         "created_at": moment,
         "updated_at": moment,
     }
