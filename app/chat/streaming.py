@@ -326,12 +326,20 @@ class Generation:
                     values,
                     include_content=self.events_include_content,
                 )
-            try:
-                stored = await finish_pending_reply(
-                    self.maker, self.workspace_id, self.message, values, now, event=event
-                )
-            except SQLAlchemyError:
-                logger.exception("could not store the reply message_id=%s", self.message_id)
+            for pause in STORE_RETRY_PAUSES:  # the text is only here: a blip must not lose it
+                try:
+                    stored = await finish_pending_reply(
+                        self.maker, self.workspace_id, self.message, values, now, event=event
+                    )
+                    break
+                except SQLAlchemyError:
+                    if pause is None:
+                        logger.exception("could not store the reply message_id=%s", self.message_id)
+                        break
+                    logger.warning(
+                        "storing the reply failed, retrying message_id=%s", self.message_id
+                    )
+                    await asyncio.sleep(pause)
         if stored is None:  # deleted meanwhile (or the write failed): report what we have
             for key, value in values.items():
                 setattr(self.message, key, value)
@@ -455,6 +463,8 @@ async def finish_pending_reply(
 
 
 SESSION_TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# Pauses between tries of a reply's final store (None: the last try).
+STORE_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, None)
 # What a reply's final state sets (Generation.run's `values`; missing ones keep their value).
 FINAL_COLUMNS = (
     "content",
@@ -600,6 +610,29 @@ async def follow_stored(
 def _is_stale(message: ChatMessage, settings: Settings) -> bool:
     last_sign_of_life = message.heartbeat_at or message.created_at
     return datetime.now(UTC) - last_sign_of_life > timedelta(seconds=settings.STREAM_STALE_SECONDS)
+
+
+async def interrupt_stale_replies(
+    maker: async_sessionmaker[AsyncSession], settings: Settings, limit: int = 200
+) -> int:
+    """Mark pending replies whose process went silent as interrupted (a periodic job: a reply
+    nobody follows must end too, with its `reply.failed`); how many."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=settings.STREAM_STALE_SECONDS)
+    async with maker() as db:
+        stale = (
+            await db.execute(
+                select(ChatMessage)
+                .where(
+                    ChatMessage.status == MessageStatus.PENDING,
+                    func.coalesce(ChatMessage.heartbeat_at, ChatMessage.created_at) < cutoff,
+                )
+                .limit(limit)
+            )
+        ).scalars()
+        found = list(stale)
+    for message in found:
+        await mark_interrupted(maker, message.workspace_id, message)
+    return len(found)
 
 
 async def mark_interrupted(

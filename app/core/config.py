@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     WORKERS_IN_API: bool = True
     JOBS_POLL_SECONDS: float = Field(default=0.5, gt=0, le=60)
     JOBS_CONCURRENCY: int = Field(default=4, ge=1, le=100)
+    # A running job's lease (renewed by heartbeat); a job whose worker died runs again after it.
+    JOBS_LEASE_SECONDS: float = Field(default=60.0, ge=1, le=3600)
     # Password reset: how long an emailed token works, and throttles (0: unlimited).
     PASSWORD_RESET_EXPIRE_MINUTES: int = Field(default=30, ge=5, le=24 * 60)
     PASSWORD_RESETS_PER_IP_PER_HOUR: int = Field(default=20, ge=0)

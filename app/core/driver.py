@@ -33,8 +33,17 @@ Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 logger = logging.getLogger(__name__)
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's protocol state broke (seen when the server drops the connection
+# in the middle of a statement); the connection is not to be used again.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 _CONNECTION_LOST = (
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,  # includes ConnectionDoesNotExistError

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.chat.jobs import STALE_REPLIES_EVERY, STALE_REPLIES_KIND, stale_replies_job
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.core.outbound import outbound_client
@@ -53,6 +54,7 @@ class Background:
             EMAIL_KIND: email_job(email_backend(settings)),
             DELIVER_KIND: webhook_job(settings, maker, self.outbound),
             SWEEP_KIND: sweep_job(settings, maker),
+            STALE_REPLIES_KIND: stale_replies_job(settings, maker),
         }
         if self.publisher is not None:
             kinds[PUBLISH_KIND] = publish_job(maker, self.publisher)
@@ -60,9 +62,10 @@ class Background:
             maker,
             kinds,
             concurrency=settings.JOBS_CONCURRENCY,
+            lease_seconds=settings.JOBS_LEASE_SECONDS,
             poll_seconds=settings.JOBS_POLL_SECONDS,
             metrics=metrics,
-            periodic=(sweep_schedule(settings),),
+            periodic=(sweep_schedule(settings), STALE_REPLIES_EVERY),
         )
         self.feed = Signal()
         self.relay = EventRelay(

@@ -40,6 +40,7 @@ from app.jobs.stats import refresh_queue_metrics
 from app.models import Job
 
 logger = logging.getLogger("app.jobs")
+FINISH_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, None)
 
 
 @dataclass(frozen=True)
@@ -276,13 +277,21 @@ class Worker:
             values |= {"status": "dead", "finished_at": now}
         else:
             values |= {"status": "queued", "run_at": now + timedelta(seconds=retry_in)}
-        async with self.maker() as db:
-            # Only while the lease is ours: a worker that lost it must not overwrite the outcome
-            # of the one that took the job over.
-            await db.execute(
-                update(Job).where(Job.id == job.id, Job.locked_by == self.name).values(**values)
-            )
-            await db.commit()
+        # Only while the lease is ours: a worker that lost it must not overwrite the outcome of
+        # the one that took the job over. Retried through a database blip: a lost outcome would
+        # run the job again once the lease ran out.
+        statement = update(Job).where(Job.id == job.id, Job.locked_by == self.name).values(**values)
+        for pause in FINISH_RETRY_PAUSES:
+            try:
+                async with self.maker() as db:
+                    await db.execute(statement)
+                    await db.commit()
+                return
+            except Exception as exc:
+                if pause is None:
+                    raise
+                logger.warning("recording a job's outcome failed error=%s", type(exc).__name__)
+                await asyncio.sleep(pause)
 
     async def _heartbeat(self, job_id: uuid.UUID) -> None:
         while True:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import bindparam, func, insert, select, text
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import create_engine
-from app.core.driver import Prebuilt, run, transaction
+from app.core.driver import Prebuilt, _sqlalchemy_errors, run, transaction
 from app.core.errors import database_unreachable
 from app.models import Workspace
 from tests.chat.test_round_trips import POSTGRES, round_trips
@@ -164,3 +165,17 @@ async def terminate(database_url: str, pid: int) -> None:
     finally:
         await admin.dispose()
     await asyncio.sleep(0.2)  # the client's event loop sees the closed socket
+
+
+def test_a_broken_driver_protocol_state_is_a_lost_connection() -> None:
+    """asyncpg's InternalClientError (its protocol state broke when the server dropped the
+    connection mid-statement) is a lost connection, reported as a 503, never a 500."""
+
+    class Driver:
+        def is_closed(self) -> bool:
+            return False
+
+    with pytest.raises(DBAPIError) as info, _sqlalchemy_errors(Driver(), "SELECT 1"):
+        raise asyncpg.exceptions.InternalClientError("cannot switch to state 12")
+    assert info.value.connection_invalidated
+    assert database_unreachable(info.value)

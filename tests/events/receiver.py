@@ -3,6 +3,7 @@ reference code (the `standardwebhooks` package's `verify`), not with our signing
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +22,34 @@ class Receiver:
     received: list[dict[str, Any]] = field(default_factory=list)  # verified envelopes
     headers: list[dict[str, str]] = field(default_factory=list)
     rejected: int = 0
+    delay: float = 0.0  # seconds to take over each delivery (a slow endpoint)
+    started: int = 0  # deliveries that arrived, answered or not
+
+    def ids(self) -> set[str]:
+        return {envelope["id"] for envelope in self.received}
+
+    def in_session_order(self) -> bool:
+        """Whether each session's events first arrived in sequence order (duplicates aside)."""
+        seen: set[str] = set()
+        last: dict[str, int] = {}
+        for envelope in self.received:
+            if envelope["id"] in seen or "sessionid" not in envelope:
+                continue
+            seen.add(envelope["id"])
+            session, sequence = envelope["sessionid"], envelope["sequence"]
+            if sequence <= last.get(session, 0):
+                return False
+            last[session] = sequence
+        return True
 
     def asgi(self) -> Starlette:
         return Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
 
     async def _hook(self, request: Request) -> Response:
         body = await request.body()
+        self.started += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.secret is not None:
             try:
                 Webhook(self.secret).verify(body, dict(request.headers))
