@@ -24,6 +24,8 @@ def _workspace_with_role() -> Select[*tuple[Any, ...]]:
         Workspace.name,
         Workspace.is_personal,
         Workspace.created_by_id,
+        Workspace.session_ttl_days,
+        Workspace.message_retention_days,
         Workspace.created_at,
         Workspace.updated_at,
         WorkspaceMember.role,

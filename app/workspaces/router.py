@@ -95,8 +95,8 @@ async def get_workspace(workspace_id: uuid.UUID, workspace: AsMember) -> Workspa
 async def update_workspace(
     workspace_id: uuid.UUID, body: WorkspaceUpdate, workspace: AsAdmin
 ) -> WorkspaceRead:
-    """Rename a workspace (admin)."""
-    return await workspace.rename(body.name)
+    """Rename a workspace or set its retention defaults (admin)."""
+    return await workspace.update(body)
 
 
 @router.delete(

@@ -19,12 +19,28 @@ class WorkspaceCreate(BaseModel):
     name: Name
 
 
+RetentionDays = Annotated[int, Field(ge=1, le=36500)]
+_TTL_DOC = (
+    "The default for the workspace's projects: delete sessions idle longer than this many days "
+    "(a project's own `session_ttl_days` wins); null: kept."
+)
+_MESSAGES_DOC = (
+    "The default for the workspace's projects: delete messages older than this many days (a "
+    "project's own `message_retention_days` wins); null: kept."
+)
+
+
 class WorkspaceUpdate(BaseModel):
+    """Only the fields sent are changed."""
+
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"name": "Customer support"}]}
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Customer support", "session_ttl_days": 90}]},
     )
 
-    name: Name
+    name: Name | None = None
+    session_ttl_days: RetentionDays | None = Field(default=None, description=_TTL_DOC)
+    message_retention_days: RetentionDays | None = Field(default=None, description=_MESSAGES_DOC)
 
 
 class WorkspaceRead(BaseModel):
@@ -36,6 +52,8 @@ class WorkspaceRead(BaseModel):
         description="Your personal workspace: where requests without `X-Workspace-ID` act."
     )
     role: Role = Field(description="Your role in this workspace.")
+    session_ttl_days: int | None = Field(default=None, description=_TTL_DOC)
+    message_retention_days: int | None = Field(default=None, description=_MESSAGES_DOC)
     created_at: datetime
     updated_at: datetime
 

@@ -12,11 +12,12 @@ from app.auth.cache import PrincipalCache
 from app.auth.dependencies import Principal
 from app.core.errors import ConflictError, NotFoundError
 from app.core.pagination import PageParams
+from app.core.patching import apply_patch
 from app.core.types import utcnow
 from app.models import Workspace
 from app.workspaces.repository import MemberRepository, MembershipRepository
 from app.workspaces.roles import Role, check_role
-from app.workspaces.schemas import MemberRead, WorkspaceRead
+from app.workspaces.schemas import MemberRead, WorkspaceRead, WorkspaceUpdate
 
 
 class WorkspaceService:
@@ -47,9 +48,10 @@ class WorkspaceService:
     async def get(self) -> WorkspaceRead:
         return self._read(await self._workspace(), self.principal.role)
 
-    async def rename(self, name: str) -> WorkspaceRead:
+    async def update(self, data: WorkspaceUpdate) -> WorkspaceRead:
+        """Rename the workspace, or set its projects' retention defaults (fields sent only)."""
         workspace = await self._workspace()
-        workspace.name = name
+        apply_patch(workspace, data, not_null=("name",))
         workspace.updated_at = utcnow()
         await self.session.flush()
         return self._read(workspace, self.principal.role)
@@ -128,6 +130,8 @@ class WorkspaceService:
             name=workspace.name,
             is_personal=workspace.is_personal and workspace.created_by_id == self.principal.user_id,
             role=Role(role),
+            session_ttl_days=workspace.session_ttl_days,
+            message_retention_days=workspace.message_retention_days,
             created_at=workspace.created_at,
             updated_at=workspace.updated_at,
         )

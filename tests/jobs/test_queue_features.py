@@ -1,0 +1,225 @@
+"""Ordering keys, periodic jobs, the queue's gauges, and dead jobs listed and retried by an
+admin (the endpoint) and an operator (`python -m app.jobs`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.jobs.periodic import Periodic, schedule_period
+from app.jobs.queue import enqueue, enqueue_many, job_row
+from app.jobs.worker import GiveUp, JobKind, JobRun, Worker
+from app.models import Job
+from tests import factories
+from tests.live import ROOT
+
+
+def _worker(app: FastAPI, kinds: dict[str, JobKind], **options: Any) -> Worker:
+    return Worker(app.state.sessionmaker, kinds, backoff_base_seconds=0.0, **options)
+
+
+async def _statuses(app: FastAPI, kind: str) -> list[str]:
+    async with app.state.sessionmaker() as db:
+        statement = select(Job.status).where(Job.kind == kind).order_by(Job.created_at)
+        return list((await db.execute(statement)).scalars())
+
+
+async def test_jobs_with_one_ordering_key_run_one_at_a_time_oldest_first(app: FastAPI) -> None:
+    kind = f"test.{uuid.uuid4().hex[:8]}"
+    rows = [job_row(kind, {"n": n}, ordering_key=f"k{n % 2}") for n in range(6)]
+    async with app.state.sessionmaker() as db:
+        await enqueue_many(db, rows)
+        await db.commit()
+    order: list[int] = []
+    running: set[str] = set()
+    overlapped = False
+
+    async def handler(run: JobRun) -> None:
+        nonlocal overlapped
+        key = f"k{run.payload['n'] % 2}"
+        overlapped = overlapped or key in running
+        running.add(key)
+        await asyncio.sleep(0.01)
+        order.append(run.payload["n"])
+        running.discard(key)
+
+    # Two workers, four slots each: still one job per key at a time.
+    workers = [_worker(app, {kind: JobKind(handler)}, concurrency=4) for _ in range(2)]
+    for _ in range(10):
+        if not sum(await asyncio.gather(*(w.run_until_idle() for w in workers))):
+            break
+    assert not overlapped
+    assert [n for n in order if n % 2 == 0] == [0, 2, 4]
+    assert [n for n in order if n % 2 == 1] == [1, 3, 5]
+
+
+async def test_a_job_waits_for_an_older_one_with_its_key_even_when_that_one_is_delayed(
+    app: FastAPI,
+) -> None:
+    kind = f"test.{uuid.uuid4().hex[:8]}"
+    async with app.state.sessionmaker() as db:
+        later = datetime.now(UTC) + timedelta(hours=1)
+        await enqueue(db, kind, {"n": 1}, ordering_key="k", run_at=later)
+        await enqueue(db, kind, {"n": 2}, ordering_key="k")
+        await enqueue(db, kind, {"n": 3}, ordering_key="other")
+        await db.commit()
+    ran: list[int] = []
+
+    async def handler(run: JobRun) -> None:
+        ran.append(run.payload["n"])
+
+    await _worker(app, {kind: JobKind(handler)}).run_until_idle()
+    assert ran == [3]  # 2 waits for 1, which is not due yet
+
+
+async def test_a_dead_job_no_longer_holds_its_key(app: FastAPI) -> None:
+    kind = f"test.{uuid.uuid4().hex[:8]}"
+    rows = [job_row(kind, {"n": n}, ordering_key="k") for n in range(2)]
+    async with app.state.sessionmaker() as db:
+        await enqueue_many(db, rows)
+        await db.commit()
+
+    async def handler(run: JobRun) -> None:
+        if run.payload["n"] == 0:
+            raise GiveUp("permanent")
+
+    await _worker(app, {kind: JobKind(handler)}).run_until_idle()
+    assert await _statuses(app, kind) == ["dead", "done"]
+
+
+async def test_a_periodic_job_is_enqueued_once_per_period_by_any_number_of_processes(
+    app: FastAPI,
+) -> None:
+    periodic = Periodic(f"test.{uuid.uuid4().hex[:8]}", timedelta(minutes=10))
+    moment = datetime(2026, 12, 1, 10, 7, tzinfo=UTC)
+    assert periodic.key(moment) == f"{periodic.kind}:2026-12-01T10:00+00:00"
+    key = periodic.key(moment)
+    maker = app.state.sessionmaker
+    await asyncio.gather(*(schedule_period(maker, periodic, key) for _ in range(5)))
+    ran: list[str] = []
+
+    async def handler(run: JobRun) -> None:
+        ran.append(run.kind)
+
+    await _worker(app, {periodic.kind: JobKind(handler)}).run_until_idle()
+    await schedule_period(maker, periodic, key)  # after it ran: still not again
+    await _worker(app, {periodic.kind: JobKind(handler)}).run_until_idle()
+    assert ran == [periodic.kind]
+    await schedule_period(maker, periodic, periodic.key(moment + timedelta(minutes=10)))
+    await _worker(app, {periodic.kind: JobKind(handler)}).run_until_idle()
+    assert len(ran) == 2  # the next period's
+
+
+async def test_the_gauges_show_each_kind_s_queue(app: FastAPI) -> None:
+    kind = f"test.{uuid.uuid4().hex[:8]}"
+    async with app.state.sessionmaker() as db:
+        await enqueue(db, kind, {}, run_at=datetime.now(UTC) - timedelta(seconds=30))
+        await enqueue(db, kind, {}, max_attempts=1)
+        await db.commit()
+    metrics = app.state.metrics
+    worker = _worker(app, {"nothing.here": JobKind(_noop)}, metrics=metrics)
+    await worker._housekeeping()
+
+    def value(name: str) -> float:
+        found = metrics.registry.get_sample_value(name, {"kind": kind})
+        return -1.0 if found is None else found
+
+    assert value("jobs_queued") == 2
+    assert value("jobs_running") == 0
+    assert value("jobs_dead") == 0
+    assert 29 <= value("jobs_oldest_queued_age_seconds") < 120
+    assert metrics.registry.get_sample_value("jobs_queued", {"kind": "nothing.here"}) == 0
+
+
+async def _noop(_: JobRun) -> None:
+    return None
+
+
+async def _dead_job(app: FastAPI, workspace_id: str | None) -> uuid.UUID:
+    kind = f"test.{uuid.uuid4().hex[:8]}"
+    async with app.state.sessionmaker() as db:
+        await enqueue(
+            db,
+            kind,
+            {"secret": "do not show"},
+            workspace_id=uuid.UUID(workspace_id) if workspace_id else None,
+        )
+        await db.commit()
+
+    async def give_up(_: JobRun) -> None:
+        raise GiveUp("the remote said 400")
+
+    await _worker(app, {kind: JobKind(give_up)}).run_until_idle()
+    async with app.state.sessionmaker() as db:
+        return (await db.execute(select(Job.id).where(Job.kind == kind))).scalar_one()
+
+
+async def test_an_admin_lists_and_retries_the_workspace_s_dead_jobs(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await factories.account(client)
+    team = (await factories.create_workspace(client, owner, "ops"))["id"]
+    job_id = await _dead_job(app, team)
+    other = await _dead_job(app, None)  # the deployment's own: not the workspace's
+
+    listed = await client.get(f"/workspaces/{team}/jobs", headers=owner.headers)
+    assert listed.status_code == 200, listed.text
+    [job] = listed.json()
+    assert job["id"] == str(job_id) and job["status"] == "dead"
+    assert job["last_error"] == "GiveUp: the remote said 400"
+    assert "payload" not in job and "do not show" not in listed.text
+
+    retried = await client.post(f"/workspaces/{team}/jobs/{job_id}/retry", headers=owner.headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "queued" and retried.json()["attempts"] == 0
+    again = await client.post(f"/workspaces/{team}/jobs/{job_id}/retry", headers=owner.headers)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_dead"
+    foreign = await client.post(f"/workspaces/{team}/jobs/{other}/retry", headers=owner.headers)
+    assert foreign.status_code == 404 and foreign.json()["error"]["code"] == "job_not_found"
+
+
+def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url}
+    return subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "app.jobs", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_an_operator_lists_and_retries_dead_jobs_from_the_command_line(
+    app: FastAPI, database_url: str
+) -> None:
+    job_id = await _dead_job(app, None)
+
+    listed = await asyncio.to_thread(_cli, database_url, "list", "--status", "dead")
+    retried = await asyncio.to_thread(_cli, database_url, "retry", str(job_id))
+    missing = await asyncio.to_thread(_cli, database_url, "retry", str(uuid.uuid4()))
+    stats = await asyncio.to_thread(_cli, database_url, "stats")
+
+    assert listed.returncode == 0, listed.stderr
+    jobs = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert str(job_id) in {job["id"] for job in jobs}
+    assert "do not show" not in listed.stdout
+    assert retried.returncode == 0 and json.loads(retried.stdout)["retried"] is True
+    assert missing.returncode == 1 and "no dead job" in missing.stderr
+    async with app.state.sessionmaker() as db:
+        job = await db.get(Job, job_id)
+        assert job is not None and job.status == "queued"
+    assert stats.returncode == 0, stats.stderr
+    by_kind = {line["kind"]: line for line in map(json.loads, stats.stdout.splitlines())}
+    assert by_kind[job.kind]["queued"] == 1 and by_kind[job.kind]["dead"] == 0
