@@ -229,20 +229,23 @@ async def stream_project_events(
 WorkspaceAdmin = Annotated[Principal, Depends(require_member_role(Role.ADMIN))]
 
 
-@jobs_router.get("/workspaces/{workspace_id}/jobs", response_model=list[JobRead])
+@jobs_router.get("/workspaces/{workspace_id}/jobs", response_model=Page[JobRead])
 async def list_workspace_jobs(
     principal: WorkspaceAdmin,
     session: SessionDep,
+    page: PageParamsDep,
     job_status: Annotated[
         Literal["queued", "running", "done", "dead"], Query(alias="status")
     ] = "dead",
     kind: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> object:
     """The workspace's background jobs in one status (default: `dead`, the ones that gave up),
     most recent first; payloads are not shown."""
-    return await list_jobs(
-        session, status=job_status, workspace_id=principal.workspace_id, kind=kind, limit=limit
+    items, next_cursor = await list_jobs(
+        session, status=job_status, workspace_id=principal.workspace_id, kind=kind, params=page
+    )
+    return Page[JobRead](
+        items=[JobRead.model_validate(job) for job in items], next_cursor=next_cursor
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import get_settings
 from app.core.db import create_engine, create_sessionmaker
+from app.core.pagination import PageParams
 from app.jobs.schemas import JobRead
 from app.jobs.stats import DuplicateJob, list_jobs, queue_stats, retry_dead
 from app.models import Job
@@ -57,20 +58,24 @@ async def run(options: argparse.Namespace, maker: async_sessionmaker[AsyncSessio
         return 0
     async with maker() as db:
         if options.command == "list":
-            jobs = await list_jobs(
+            jobs, _ = await list_jobs(
                 db,
                 status=options.status,
                 workspace_id=options.workspace,
                 kind=options.kind,
-                limit=options.limit,
+                params=PageParams(limit=options.limit, cursor=None),
             )
             for job in jobs:
                 _print(JobRead.model_validate(job).model_dump(mode="json"))
             return 0
         ids = list(options.job_ids)
         if options.all_dead:
-            dead = await list_jobs(
-                db, status="dead", workspace_id=options.workspace, kind=options.kind, limit=10_000
+            dead, _ = await list_jobs(
+                db,
+                status="dead",
+                workspace_id=options.workspace,
+                kind=options.kind,
+                params=PageParams(limit=10_000, cursor=None),
             )
             ids += [job.id for job in dead]
         failed = 0

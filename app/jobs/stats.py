@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -13,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.metrics import Metrics
+from app.core.pagination import Keyset, PageParams
 from app.core.types import utcnow
 from app.models import Job
 
@@ -60,27 +60,26 @@ async def refresh_queue_metrics(
             gauge.labels(kind).set(getattr(stats.get(kind, KindStats()), field))
 
 
+JOB_KEYSET = Keyset((Job.created_at, Job.id), descending=True)
+
+
 async def list_jobs(
     db: AsyncSession,
     *,
     status: str,
     workspace_id: uuid.UUID | None = None,
     kind: str | None = None,
-    before: tuple[datetime, uuid.UUID] | None = None,
-    limit: int = 50,
-) -> list[Job]:
-    """Jobs in `status` (one workspace's, when given), most recent first."""
+    params: PageParams | None = None,
+) -> tuple[list[Job], str | None]:
+    """A page of jobs in `status` (one workspace's, when given), most recent first."""
     statement = select(Job).where(Job.status == status)
     if workspace_id is not None:
         statement = statement.where(Job.workspace_id == workspace_id)
     if kind is not None:
         statement = statement.where(Job.kind == kind)
-    if before is not None:
-        statement = statement.where(
-            (Job.created_at < before[0]) | ((Job.created_at == before[0]) & (Job.id < before[1]))
-        )
-    statement = statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
-    return list((await db.execute(statement)).scalars().all())
+    params = params or PageParams(limit=50, cursor=None)
+    rows = (await db.execute(JOB_KEYSET.paginate(statement, params))).scalars().all()
+    return JOB_KEYSET.page(rows, params)
 
 
 class DuplicateJob(Exception):

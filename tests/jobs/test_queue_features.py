@@ -174,7 +174,7 @@ async def test_an_admin_lists_and_retries_the_workspace_s_dead_jobs(
 
     listed = await client.get(f"/workspaces/{team}/jobs", headers=owner.headers)
     assert listed.status_code == 200, listed.text
-    [job] = listed.json()
+    [job] = listed.json()["items"]
     assert job["id"] == str(job_id) and job["status"] == "dead"
     assert job["last_error"] == "GiveUp: the remote said 400"
     assert "payload" not in job and "do not show" not in listed.text

@@ -146,7 +146,7 @@ async def webhook_with_a_delivery(
     jobs_url = f"/workspaces/{workspace_id}/jobs?status=queued&kind=webhook.deliver"
 
     async def jobs() -> list[dict[str, Any]]:
-        return list((await client.get(jobs_url, headers=owner.headers)).json())
+        return list((await client.get(jobs_url, headers=owner.headers)).json()["items"])
 
     return hook["id"], delivery["id"], (await until(jobs, bool, what="the retry"))[0]["id"]
 
