@@ -35,7 +35,8 @@ def session_created(chat_session: ChatSession, *, include_content: bool) -> dict
         project_id=chat_session.project_id,
         session_id=chat_session.id,
         sequence=1,
-        subject=str(chat_session.id),
+        subject=data["session_id"],
+        at=chat_session.created_at,
     )
 
 
@@ -47,8 +48,9 @@ def message_created(
     end_user_id: str | None,
     include_content: bool,
 ) -> dict[str, Any]:
+    message_id = str(message.id)
     data: dict[str, Any] = {
-        "message_id": str(message.id),
+        "message_id": message_id,
         "session_id": str(message.chat_session_id),
         "role": message.role,
         "characters": len(message.content),
@@ -63,7 +65,8 @@ def message_created(
         project_id=project_id,
         session_id=message.chat_session_id,
         sequence=message.event_seq,
-        subject=str(message.id),
+        subject=message_id,
+        at=message.created_at,
     )
 
 
@@ -78,8 +81,9 @@ def reply_finished(
     """`reply.completed`, or `reply.failed` (failed or incomplete), from the final values a
     pending reply is stored with."""
     status = str(values.get("status", message.status))
+    message_id = str(message.id)
     data: dict[str, Any] = {
-        "message_id": str(message.id),
+        "message_id": message_id,
         "session_id": str(message.chat_session_id),
         "status": status,
         "provider": values.get("provider", message.provider),
@@ -103,5 +107,5 @@ def reply_finished(
         project_id=project_id,
         session_id=message.chat_session_id,
         sequence=message.event_seq,
-        subject=str(message.id),
+        subject=message_id,
     )

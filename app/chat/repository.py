@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.driver import Prebuilt
+from app.core.driver import Prebuilt, run
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.events.recorder import mark_recorded
@@ -281,15 +281,23 @@ def event_values(prefix: str) -> dict[str, Any]:
     return values
 
 
+@cache
+def _param_names(prefix: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{prefix}{column}" for column in columns)
+
+
 def turn_params(messages: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
     """The parameters of `_insert_turn_statement(len(messages), len(events))`."""
     params: dict[str, Any] = {}
     for index, row in enumerate(messages):
-        params |= {f"m{index}_{key}": value for key, value in row.items()}
+        params.update(zip(_param_names(f"m{index}_", tuple(row)), row.values(), strict=True))
     for index, row in enumerate(events):
-        params |= {f"e{index}_{key}": value for key, value in row.items()}
-        params[f"e{index}_data"] = json.dumps(row["data"], separators=(",", ":"))
+        params.update(zip(_param_names(f"e{index}_", tuple(row)), row.values(), strict=True))
+        params[f"e{index}_data"] = _JSON.encode(row["data"])
     return params
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class MessageRepository(WorkspaceRepository[ChatMessage]):
@@ -338,11 +346,11 @@ class MessageRepository(WorkspaceRepository[ChatMessage]):
         connection = await self.session.connection()
         if events and connection.dialect.name == "postgresql":
             statement = _insert_turn_statement(len(rows), len(events))
-            await self.core(statement, turn_params(rows, list(events)))
+            await run(connection, statement, turn_params(rows, list(events)))
             return
-        await self.core(_INSERT_MESSAGES, rows)
+        await run(connection, _INSERT_MESSAGES, rows)
         if events:
-            await self.core(_INSERT_EVENTS, list(events))
+            await run(connection, _INSERT_EVENTS, list(events))
             mark_recorded(self.session)
 
     async def last_of_role(

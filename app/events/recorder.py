@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
@@ -44,6 +45,7 @@ def event_row(
     session_id: uuid.UUID | None = None,
     sequence: int | None = None,
     subject: str | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     """The columns of one event row (for the chat turn's own INSERT statements)."""
     return {
@@ -55,7 +57,7 @@ def event_row(
         "type": type,
         "subject": subject,
         "data": data,
-        "created_at": utcnow(),
+        "created_at": at or utcnow(),
         "position": None,
     }
 

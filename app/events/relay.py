@@ -32,6 +32,8 @@ RELAY_LOCK = 7_261_201  # pg_advisory_xact_lock key: one relay at a time
 BATCH = 500
 # Kafka publishing retries for as long as the broker is away (weeks at the backoff cap).
 PUBLISH_MAX_ATTEMPTS = 100_000
+# After a wake-up, how long the relay waits for the rest of a burst of commits.
+LINGER_SECONDS = 0.1
 
 
 class EventRelay:
@@ -42,13 +44,16 @@ class EventRelay:
         kafka: bool,
         poll_seconds: float = 0.5,
         batch: int = BATCH,
-        on_dispatched: Callable[[], None] | None = None,
+        on_dispatched: Callable[[bool], None] | None = None,
+        linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self.maker = maker
         self.kafka = kafka
         self.poll_seconds = poll_seconds
         self.batch = batch
-        self.on_dispatched = on_dispatched  # e.g. wake the feed's streams and the job worker
+        # Called with whether jobs were enqueued: wake the feed's streams (and the job worker).
+        self.on_dispatched = on_dispatched
+        self.linger_seconds = linger_seconds
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -56,16 +61,21 @@ class EventRelay:
         self._wake.set()
 
     async def run(self) -> None:
+        woken = False
         while not self._stopping:
+            if woken:  # let the commits of a burst gather: one batch for them all
+                await asyncio.sleep(self.linger_seconds)
             self._wake.clear()
             try:
-                dispatched = await self.dispatch()
+                dispatched = await self.dispatch(look_first=not woken)
             except Exception as exc:  # the database is away, or another relay won: next time
                 logger.warning("event relay failed error=%s", type(exc).__name__)
                 dispatched = 0
-            if dispatched < self.batch and not self._stopping:
+            woken = dispatched >= self.batch  # a full batch: more is waiting
+            if not woken and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    woken = True
 
     def stop(self) -> None:
         self._stopping = True
@@ -81,23 +91,29 @@ class EventRelay:
                 break
         return total
 
-    async def dispatch(self) -> int:
-        """Number and hand out one batch; how many events it held. Idle, this is one read."""
-        async with autocommit_session(self.maker) as db:
-            waiting = select(Event.id).where(Event.position.is_(None)).limit(1)
-            if (await db.execute(waiting)).first() is None:
-                return 0
+    async def dispatch(self, *, look_first: bool = True) -> int:
+        """Number and hand out one batch; how many events it held. With `look_first` (a poll,
+        not a wake-up), an idle relay costs one read."""
+        if look_first:
+            async with autocommit_session(self.maker) as db:
+                waiting = select(Event.id).where(Event.position.is_(None)).limit(1)
+                if (await db.execute(waiting)).first() is None:
+                    return 0
+        jobs: list[dict[str, Any]] = []
         async with self.maker() as db, db.begin():
             if db.get_bind().dialect.name == "postgresql":
                 await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RELAY_LOCK})
             events = await self._number(db)
             if events:
-                await enqueue_many(db, await self._jobs(db, events))
+                jobs = await self._jobs(db, events)
+                await enqueue_many(db, jobs)
         if events and self.on_dispatched is not None:
-            self.on_dispatched()
+            self.on_dispatched(bool(jobs))
         return len(events)
 
-    async def _number(self, db: AsyncSession) -> list[Event]:
+    async def _number(self, db: AsyncSession) -> list[Any]:
+        """Give the waiting events (a batch) their positions; their rows, in position order
+        (plain rows, not ORM objects: the relay only reads their ids and types)."""
         order = (Event.created_at, Event.sequence, Event.id)
         last = (await db.execute(select(func.max(Event.position)))).scalar() or 0
         batch = (
@@ -111,14 +127,21 @@ class EventRelay:
             update(Event)
             .where(Event.id == batch.c.id)
             .values(position=last + batch.c.rank)
-            .returning(Event)
+            .returning(
+                Event.id,
+                Event.workspace_id,
+                Event.project_id,
+                Event.session_id,
+                Event.type,
+                Event.position,
+            )
             .execution_options(synchronize_session=False)
         )
-        events = list((await db.execute(numbered)).scalars().all())
-        events.sort(key=lambda event: event.position or 0)
+        events = list((await db.execute(numbered)).all())
+        events.sort(key=lambda event: event.position)
         return events
 
-    async def _jobs(self, db: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
+    async def _jobs(self, db: AsyncSession, events: list[Any]) -> list[dict[str, Any]]:
         projects = {event.project_id for event in events if event.project_id is not None}
         webhooks: dict[Any, list[Webhook]] = {}
         if projects:

@@ -76,8 +76,9 @@ class Background:
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _dispatched(self) -> None:
-        self.worker.wake()  # the deliveries the relay enqueued
+    def _dispatched(self, enqueued: bool) -> None:
+        if enqueued:
+            self.worker.wake()  # the deliveries the relay enqueued
         self.feed.notify()
 
     def wake_hooks(self) -> dict[str, Any]:
