@@ -3,6 +3,8 @@ SSE), delivered to a signed webhook and published to Kafka."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -293,3 +295,107 @@ async def test_events_are_published_to_kafka(make_client: Any, kafka_bootstrap: 
     session = [e for e in seen if e.get("sessionid") == turn["session_id"]]
     assert [e["type"] for e in session] == ["session.created", "message.created", "reply.completed"]
     assert seen[0]["type"] == "project.created"
+
+
+async def test_an_endpoint_that_answers_410_is_disabled_with_an_event(
+    client: httpx.AsyncClient,
+) -> None:
+    receiver = Receiver(statuses=[410])
+    async with serve(receiver.asgi()) as base:
+        owner = await factories.account(client)
+        pid = (await factories.create_project(client, owner))["id"]
+        hook = await factories.create_webhook(
+            client, owner, pid, f"{base}/hook", event_types=["message.created"]
+        )
+        await factories.chat(client, owner, pid, "x")
+
+        async def state() -> dict[str, Any]:
+            return dict((await client.get(f"/webhooks/{hook['id']}", headers=owner.headers)).json())
+
+        disabled = await until(state, lambda h: not h["is_enabled"], what="the disabling")
+        assert "410" in disabled["disabled_reason"]
+        events = await until(
+            lambda: _feed(client, owner, pid),
+            lambda items: any(e["type"] == "webhook.disabled" for e in items),
+            what="the webhook.disabled event",
+        )
+        event = next(e for e in events if e["type"] == "webhook.disabled")
+        assert event["data"]["webhook_id"] == hook["id"]
+
+        enabled = await client.patch(
+            f"/webhooks/{hook['id']}", json={"is_enabled": True}, headers=owner.headers
+        )
+        assert enabled.json()["is_enabled"] is True and enabled.json()["disabled_at"] is None
+
+
+async def test_an_endpoint_failing_for_the_configured_time_is_disabled(
+    make_client: Any,
+) -> None:
+    receiver = Receiver(statuses=[500] * 20)
+    async with serve(receiver.asgi()) as base:
+        client = await make_client(WEBHOOK_DISABLE_AFTER_HOURS=0.5 / 3600)  # half a second
+        app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+        owner = await factories.account(client)
+        pid = (await factories.create_project(client, owner))["id"]
+        hook = await factories.create_webhook(
+            client, owner, pid, f"{base}/hook", event_types=["message.created"]
+        )
+        await factories.chat(client, owner, pid, "x")
+        url = f"/webhooks/{hook['id']}/deliveries"
+        await until(lambda: _items(client, url, owner), bool, what="the first attempt")
+        first = await client.get(f"/webhooks/{hook['id']}", headers=owner.headers)
+        assert first.json()["is_enabled"] and first.json()["failing_since"] is not None
+        await asyncio.sleep(0.6)
+        await _run_now(app, (await _job(app, "webhook.deliver")).id)
+
+        async def state() -> dict[str, Any]:
+            return dict((await client.get(f"/webhooks/{hook['id']}", headers=owner.headers)).json())
+
+        disabled = await until(state, lambda h: not h["is_enabled"], what="the disabling")
+        assert "failed" in disabled["disabled_reason"]
+        assert (await _job(app, "webhook.deliver")).status == "dead"
+
+
+async def test_the_event_stream_resumes_after_the_last_event_id(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    first = await factories.chat(client, owner, pid, "one")
+    await until(lambda: _feed(client, owner, pid), lambda items: len(items) >= 4, what="events")
+    url = f"/projects/{pid}/events/stream"
+
+    everything = await client.get(f"{url}?after=0&max_seconds=0.3", headers=owner.headers)
+    assert everything.status_code == 200
+    assert everything.headers["content-type"].startswith("text/event-stream")
+    frames = _frames(everything.text)
+    assert [f["event"] for f in frames] == [
+        "project.created",
+        "session.created",
+        "message.created",
+        "reply.completed",
+    ]
+    assert json.loads(frames[2]["data"])["subject"] == first["message"]["id"]
+
+    await factories.chat(client, owner, pid, "two", session_id=first["session_id"])
+    await until(lambda: _feed(client, owner, pid), lambda items: len(items) >= 6, what="more")
+    resumed = await client.get(
+        f"{url}?max_seconds=0.3",
+        headers={**owner.headers, "Last-Event-ID": frames[-1]["id"]},
+    )
+    assert [f["event"] for f in _frames(resumed.text)] == ["message.created", "reply.completed"]
+    bad = await client.get(url, headers={**owner.headers, "Last-Event-ID": "x"})
+    assert bad.status_code == 422
+
+
+def _frames(body: str) -> list[dict[str, str]]:
+    frames = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.strip()
+        if "event" in fields:
+            frames.append(fields)
+    return frames
