@@ -103,6 +103,7 @@ async def test_configuration_changes_and_deletions_are_events(client: httpx.Asyn
     owner = await factories.account(client)
     pid = (await factories.create_project(client, owner))["id"]
     prompt = await factories.create_prompt(client, owner, pid)
+    await factories.create_intent(client, owner, pid)
     await client.patch(f"/projects/{pid}", json={"temperature": 0.3}, headers=owner.headers)
     key = await factories.api_key(client, owner, pid)
     await client.delete(f"/projects/{pid}/api-keys/{key['id']}", headers=owner.headers)
@@ -124,6 +125,7 @@ async def test_configuration_changes_and_deletions_are_events(client: httpx.Asyn
     for expected in (
         "project.created",
         "prompt.created",
+        "intent.created",
         "project.updated",
         "api_key.created",
         "feedback.created",
@@ -399,3 +401,11 @@ def _frames(body: str) -> list[dict[str, str]]:
         if "event" in fields:
             frames.append(fields)
     return frames
+
+
+def test_a_failing_delivery_is_retried_for_more_than_a_day() -> None:
+    from app.events.webhooks import RETRY_DELAYS_SECONDS
+
+    # Standard Webhooks' schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then dead.
+    assert sum(RETRY_DELAYS_SECONDS) * 0.9 >= 24 * 3600  # even with the jitter's low end
+    assert list(RETRY_DELAYS_SECONDS) == sorted(RETRY_DELAYS_SECONDS)

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.jobs import __main__ as jobs_cli
 from app.jobs.periodic import Periodic, schedule_period
 from app.jobs.queue import enqueue, enqueue_many, job_row
 from app.jobs.worker import GiveUp, JobKind, JobRun, Worker
@@ -202,24 +204,48 @@ def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_an_operator_lists_and_retries_dead_jobs_from_the_command_line(
-    app: FastAPI, database_url: str
+    app: FastAPI, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job_id = await _dead_job(app, None)
+    maker = app.state.sessionmaker
 
-    listed = await asyncio.to_thread(_cli, database_url, "list", "--status", "dead")
-    retried = await asyncio.to_thread(_cli, database_url, "retry", str(job_id))
-    missing = await asyncio.to_thread(_cli, database_url, "retry", str(uuid.uuid4()))
-    stats = await asyncio.to_thread(_cli, database_url, "stats")
+    async def cli(*args: str) -> tuple[int, str, str]:
+        code = await jobs_cli.run(jobs_cli.parse_args(list(args)), maker)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
 
-    assert listed.returncode == 0, listed.stderr
-    jobs = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert str(job_id) in {job["id"] for job in jobs}
-    assert "do not show" not in listed.stdout
-    assert retried.returncode == 0 and json.loads(retried.stdout)["retried"] is True
-    assert missing.returncode == 1 and "no dead job" in missing.stderr
-    async with app.state.sessionmaker() as db:
+    # The module runs as a program, against DATABASE_URL.
+    program = await asyncio.to_thread(_cli, database_url, "list", "--status", "dead")
+    assert program.returncode == 0, program.stderr
+    assert str(job_id) in program.stdout and "do not show" not in program.stdout
+
+    code, out, _ = await cli("list", "--status", "dead")
+    assert code == 0 and str(job_id) in {json.loads(line)["id"] for line in out.splitlines()}
+    code, out, _ = await cli("retry", str(job_id))
+    assert code == 0 and json.loads(out)["retried"] is True
+    code, _, err = await cli("retry", str(uuid.uuid4()))
+    assert code == 1 and "no dead job" in err
+    async with maker() as db:
         job = await db.get(Job, job_id)
         assert job is not None and job.status == "queued"
-    assert stats.returncode == 0, stats.stderr
-    by_kind = {line["kind"]: line for line in map(json.loads, stats.stdout.splitlines())}
-    assert by_kind[job.kind]["queued"] == 1 and by_kind[job.kind]["dead"] == 0
+    code, out, _ = await cli("stats")
+    by_kind = {line["kind"]: line for line in map(json.loads, out.splitlines())}
+    assert code == 0 and by_kind[job.kind]["queued"] == 1 and by_kind[job.kind]["dead"] == 0
+
+
+async def test_retrying_every_dead_job_of_a_kind(
+    app: FastAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = await _dead_job(app, None), await _dead_job(app, None)
+    async with app.state.sessionmaker() as db:
+        kind = (await db.get(Job, first)).kind  # type: ignore[union-attr]
+    options = jobs_cli.parse_args(["retry", "--all-dead", "--kind", kind])
+
+    assert await jobs_cli.run(options, app.state.sessionmaker) == 0
+
+    retried = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["id"] for line in retried] == [str(first)]
+    async with app.state.sessionmaker() as db:
+        assert (await db.get(Job, second)).status == "dead"  # type: ignore[union-attr]
+    with pytest.raises(SystemExit):
+        jobs_cli.parse_args(["retry"])  # neither ids nor --all-dead

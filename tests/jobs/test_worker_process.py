@@ -65,3 +65,37 @@ async def _statuses(app: FastAPI) -> list[str]:
     async with app.state.sessionmaker() as db:
         statement = select(Job.status).where(Job.kind == "email.send")
         return list((await db.execute(statement)).scalars())
+
+
+async def test_the_worker_program_stops_cleanly_on_sigterm_in_process(
+    app: FastAPI, settings: Any, monkeypatch: Any
+) -> None:
+    """The same program, run in this process (so its lines are measured): it runs queued jobs
+    and returns once SIGTERM arrives."""
+    import app.worker as program
+
+    monkeypatch.setattr(program, "get_settings", lambda: settings)
+    monkeypatch.setattr(program, "configure_logging", lambda *_: None)
+    async with app.state.sessionmaker() as db:
+        await enqueue(db, "email.send", {"to": "b@example.com", "subject": "s", "text": "t"})
+        await db.commit()
+    running = asyncio.create_task(program.main())
+    try:
+        # The handler must be in place before the signal, or SIGTERM would end the test run.
+        await until(
+            lambda: _value(signal.getsignal(signal.SIGTERM)),
+            lambda handler: handler not in (signal.SIG_DFL, None),
+            what="the worker's SIGTERM handler",
+        )
+        await until(lambda: _statuses(app), lambda s: "done" in s, what="the job run")
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(running, timeout=30)
+    finally:
+        if not running.done():
+            running.cancel()
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+
+async def _value(value: Any) -> Any:
+    return value
