@@ -16,7 +16,7 @@ from app.core.outbound import check_url
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.events.schemas import WebhookCreate, WebhookUpdate
-from app.jobs.queue import enqueue, job_row
+from app.jobs.queue import enqueue_many, job_row
 from app.models import Event, Webhook, WebhookDelivery
 from app.projects.service import ProjectService
 
@@ -176,13 +176,5 @@ class WebhookService:
                 "The webhook is disabled; enable it (PATCH is_enabled: true) first.",
                 code="webhook_disabled",
             )
-        row = delivery_job(webhook, event)
-        await enqueue(
-            self.session,
-            row["kind"],
-            row["payload"],
-            workspace_id=self.workspace_id,
-            ordering_key=row["ordering_key"],
-            max_attempts=row["max_attempts"],
-        )
+        await enqueue_many(self.session, [delivery_job(webhook, event)])
         return delivery

@@ -87,7 +87,7 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
         await _conversations(client, owner, pid, sessions=3, turns=2)  # 12 events
 
         async with worker_process(database_url) as doomed:
-            await until(lambda: _value(receiver.started), bool, polls=300, what="a delivery")
+            await until(lambda: receiver.started, bool, polls=300, what="a delivery")
             doomed.kill()  # SIGKILL, mid-delivery: its lease must run out first
             await doomed.wait()
         async with worker_process(database_url) as survivor:
@@ -104,10 +104,6 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     assert len(receiver.ids()) == 12  # every event, at least once
     assert len(receiver.received) >= 12  # repeats, if any, are the same events
     assert receiver.in_session_order()
-
-
-async def _value(value: int) -> int:
-    return value
 
 
 @postgres_only
@@ -140,7 +136,7 @@ async def test_events_survive_postgres_dropping_every_connection_under_load(
             str(e.id) for e in recorded if str(e.project_id) == pid and e.type != "project.created"
         }
         await until(
-            lambda: _value(len(receiver.ids())),
+            lambda: len(receiver.ids()),
             lambda n: n >= len(expected),
             polls=600,
             every=0.1,

@@ -166,7 +166,7 @@ async def test_a_webhook_gets_signed_events_in_order(
         for text in ("b", "c"):
             await factories.chat(client, owner, pid, text, session_id=first["session_id"])
 
-        await until(lambda: _ready(receiver.received), lambda n: n >= 4, what="the deliveries")
+        await until(lambda: len(receiver.received), lambda n: n >= 4, what="the deliveries")
 
         assert receiver.rejected == 0
         types = [e["type"] for e in receiver.received]
@@ -183,10 +183,6 @@ async def test_a_webhook_gets_signed_events_in_order(
         assert len(deliveries) == 4
         assert {d["status"] for d in deliveries} == {"succeeded"}
         assert all(d["response_status"] == 204 and d["latency_ms"] >= 0 for d in deliveries)
-
-
-async def _ready(items: list[Any]) -> int:
-    return len(items)
 
 
 async def test_a_failing_endpoint_is_retried_and_a_delivery_can_be_resent(
@@ -219,7 +215,7 @@ async def test_a_failing_endpoint_is_retried_and_a_delivery_can_be_resent(
 
         resent = await client.post(f"{url}/{delivered[0]['id']}/resend", headers=owner.headers)
         assert resent.status_code == 202, resent.text
-        await until(lambda: _ready(receiver.received), lambda n: n >= 2, what="the resend")
+        await until(lambda: len(receiver.received), lambda n: n >= 2, what="the resend")
         assert receiver.received[0]["id"] == receiver.received[1]["id"]  # same event id
 
 

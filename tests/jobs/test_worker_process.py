@@ -83,7 +83,7 @@ async def test_the_worker_program_stops_cleanly_on_sigterm_in_process(
     try:
         # The handler must be in place before the signal, or SIGTERM would end the test run.
         await until(
-            lambda: _value(signal.getsignal(signal.SIGTERM)),
+            lambda: signal.getsignal(signal.SIGTERM),
             lambda handler: handler not in (signal.SIG_DFL, None),
             what="the worker's SIGTERM handler",
         )
@@ -95,7 +95,3 @@ async def test_the_worker_program_stops_cleanly_on_sigterm_in_process(
             running.cancel()
         asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
-
-
-async def _value(value: Any) -> Any:
-    return value
