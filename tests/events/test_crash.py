@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from app.core.db import create_engine
 from app.models import Event, Job
@@ -126,9 +127,14 @@ async def test_events_survive_postgres_dropping_every_connection_under_load(
         sent = await load
 
         async def events() -> list[Event]:
-            async with app.state.sessionmaker() as db:
-                statement = select(Event).where(Event.project_id.isnot(None))
-                return list((await db.execute(statement)).scalars())
+            for _ in range(10):  # a pooled connection may still be one the last drop killed
+                try:
+                    async with app.state.sessionmaker() as db:
+                        statement = select(Event).where(Event.project_id.isnot(None))
+                        return list((await db.execute(statement)).scalars())
+                except DBAPIError:
+                    await asyncio.sleep(0.1)
+            raise AssertionError("the database did not come back")
 
         recorded = await events()
         # Every event since the webhook (the project's creation came before it).
