@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -9,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "change-me-in-production"  # noqa: S105 - the documented development default
+# A valid Fernet key, public like the one above: development only (production refuses it).
+DEFAULT_CHANNEL_SECRETS_KEY = "ZGV2ZWxvcG1lbnQtb25seS1jaGFubmVsLWtleS0wMDA="  # noqa: S105
 
 # Providers that speak the OpenAI chat-completions API, with their public base URLs.
 PROVIDER_BASE_URLS: dict[str, str] = {
@@ -81,6 +84,28 @@ class Settings(BaseSettings):
     # delivery before it is disabled (a `webhook.disabled` event says so).
     WEBHOOK_TIMEOUT_SECONDS: float = Field(default=15.0, gt=0, le=120)
     WEBHOOK_DISABLE_AFTER_HOURS: float = Field(default=120.0, gt=0, le=24 * 90)
+    # WhatsApp channels (app/channels/). Tokens and app secrets are encrypted at rest with
+    # these Fernet keys (comma-separated: the first encrypts, every one decrypts, so a new key
+    # goes first and the old one stays until `python -m app.channels rotate-keys` has run).
+    CHANNEL_SECRETS_KEY: SecretStr = SecretStr(DEFAULT_CHANNEL_SECRETS_KEY)
+    WHATSAPP_GRAPH_BASE_URL: str = "https://graph.facebook.com"
+    WHATSAPP_API_VERSION: str = Field(default="v23.0", pattern=r"^v\d+\.\d+$")
+    # Provider webhooks (Meta allows payloads up to 3 MB) get this body limit instead of
+    # MAX_REQUEST_BODY_BYTES.
+    CHANNEL_WEBHOOK_MAX_BYTES: int = Field(default=3 * 1024 * 1024, ge=1024)
+    CHANNEL_SEND_TIMEOUT_SECONDS: float = Field(default=15.0, gt=0, le=120)
+    # A number written with a leading 0 (an admin command's target) gets this country code.
+    CHANNEL_DEFAULT_COUNTRY_CODE: str = Field(default="62", pattern=r"^\d{1,4}$")
+    # Consecutive failed bot replies after which a conversation is handed to a human.
+    BOT_FAILURE_HANDOFF_THRESHOLD: int = Field(default=2, ge=1, le=100)
+    # The seed's `POST /webhook/whapi`: one Whapi channel configured here, answered by the
+    # project WHAPI_PROJECT_ID. Off unless WHAPI_TOKEN and WHAPI_PROJECT_ID are both set.
+    WHAPI_TOKEN: SecretStr | None = None
+    WHAPI_BASE_URL: str = "https://gate.whapi.cloud"
+    WHAPI_ADMINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    WHAPI_PROJECT_ID: uuid.UUID | None = None
+    # When set, the seed endpoint's requests must carry it in `X-Webhook-Secret`.
+    WHAPI_WEBHOOK_SECRET: SecretStr | None = None
     # Kafka: events are also published to KAFKA_TOPIC when KAFKA_BOOTSTRAP_SERVERS is set.
     KAFKA_BOOTSTRAP_SERVERS: str | None = None
     KAFKA_TOPIC: str = "chatbot.events"
@@ -168,7 +193,7 @@ class Settings(BaseSettings):
     STREAM_STALE_SECONDS: float = Field(default=90.0, gt=0, le=3600)
     SHUTDOWN_GRACE_SECONDS: float = Field(default=10.0, ge=0, le=600)
 
-    @field_validator("CORS_ORIGINS", mode="before")
+    @field_validator("CORS_ORIGINS", "WHAPI_ADMINS", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -185,6 +210,9 @@ class Settings(BaseSettings):
         "KAFKA_SASL_USERNAME",
         "KAFKA_SASL_PASSWORD",
         "KAFKA_SSL_CAFILE",
+        "WHAPI_TOKEN",
+        "WHAPI_PROJECT_ID",
+        "WHAPI_WEBHOOK_SECRET",
         mode="before",
     )
     @classmethod
@@ -225,6 +253,12 @@ class Settings(BaseSettings):
         if self.ENVIRONMENT == "production":
             if self.SECRET_KEY.get_secret_value() == DEFAULT_SECRET_KEY:
                 raise ValueError("ENVIRONMENT=production refuses the default SECRET_KEY")
+            if self.CHANNEL_SECRETS_KEY.get_secret_value() == DEFAULT_CHANNEL_SECRETS_KEY:
+                raise ValueError(
+                    "ENVIRONMENT=production refuses the default CHANNEL_SECRETS_KEY; make one "
+                    "with: python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'"
+                )
             if len(self.SECRET_KEY.get_secret_value()) < 32:
                 raise ValueError("ENVIRONMENT=production needs a SECRET_KEY of 32+ characters")
             if self.default_provider == "echo":

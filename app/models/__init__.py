@@ -3,6 +3,16 @@
 from app.models.api_key import ApiKey
 from app.models.audit import AuditEntry
 from app.models.base import Base
+from app.models.channel import (
+    Author,
+    Channel,
+    ChannelMessage,
+    ChannelProvider,
+    ChannelStatus,
+    Conversation,
+    ConversationStatus,
+    Mode,
+)
 from app.models.chat import (
     ChatMessage,
     ChatSession,
@@ -27,9 +37,16 @@ from app.models.user import (
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "Author",
     "Base",
+    "Channel",
+    "ChannelMessage",
+    "ChannelProvider",
+    "ChannelStatus",
     "ChatMessage",
     "ChatSession",
+    "Conversation",
+    "ConversationStatus",
     "Event",
     "FeedbackRating",
     "IdempotencyKey",
@@ -37,6 +54,7 @@ __all__ = [
     "Invitation",
     "Job",
     "MessageRole",
+    "Mode",
     "MessageStatus",
     "PasswordResetToken",
     "Project",

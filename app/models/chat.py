@@ -24,6 +24,8 @@ class MessageStatus(enum.StrEnum):
     INCOMPLETE = "incomplete"  # the reply stopped part-way; what arrived is kept
     FAILED = "failed"  # the LLM call failed; see error_code / error_message
     SUPERSEDED = "superseded"  # replaced by a regenerated reply; kept for the record
+    # A bot reply generated after a human took the conversation over: kept, never sent.
+    SUPPRESSED = "suppressed"
 
 
 class FeedbackRating(enum.StrEnum):
@@ -107,6 +109,13 @@ class ChatMessage(UUIDPrimaryKey, WorkspaceScoped, Base):
     # The session sequence number of this message's event: `message.created` for a user's
     # message, the reply's final `reply.completed` / `reply.failed`.
     event_seq: Mapped[int | None]
+    # Channel conversations (app/conversations/): who wrote it, `contact | bot | operator |
+    # device | system` (null elsewhere), and the operator's user id. Operators' messages are
+    # `assistant` messages, so the bot sees what they said.
+    author_type: Mapped[str | None] = mapped_column(String(20))
+    author_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
 
     __table_args__ = (
         UniqueConstraint("chat_session_id", "seq", name="uq_chat_messages_chat_session_id_seq"),

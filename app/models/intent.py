@@ -25,6 +25,8 @@ class Intent(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     # Higher first; ties go to the newer intent.
     priority: Mapped[int] = mapped_column(default=0)
     active: Mapped[bool] = mapped_column(default=True)
+    # `reply` (send the reply) or `handoff` (on a channel: hand the conversation to a human).
+    action: Mapped[str] = mapped_column(String(20), default="reply", server_default="reply")
 
     __table_args__ = (
         Index("ix_intents_workspace_id_project_id", "workspace_id", "project_id"),
