@@ -25,10 +25,12 @@ from app.auth.cache import PrincipalCache
 from app.auth.dependencies import document_caller_errors
 from app.auth.router import router as auth_router
 from app.auth.router import users_router
+from app.channels.router import channels_router, provider_webhooks_router
 from app.chat.router import chat_router, sessions_router
 from app.chat.streaming import GenerationRegistry
 from app.compat.openai import router as openai_router
 from app.compat.seed import router as seed_router
+from app.conversations.router import conversations_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -43,9 +45,8 @@ from app.core.ratelimit import RateLimits
 from app.events.router import feed_router, jobs_router, webhooks_router
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
-from app.jobs.setup import Background
+from app.jobs.setup import Background, llm_client
 from app.llm.registry import build_registry
-from app.llm.transport import upstream_transport
 from app.projects.config import ProjectConfigs
 from app.projects.router import router as projects_router
 from app.prompts.router import router as prompts_router
@@ -107,6 +108,21 @@ TAGS = [
         "description": "A project's events (CloudEvents 1.0) as a feed to poll or an SSE stream.",
     },
     {"name": "Jobs", "description": "Background jobs: list the ones that gave up, retry them."},
+    {
+        "name": "Channels",
+        "description": "WhatsApp numbers connected to a project (Meta Cloud API, Whapi.cloud); "
+        "secrets are write-only.",
+    },
+    {
+        "name": "Conversations",
+        "description": "The operators' side of channel conversations: the queue, handoff to "
+        "and from the bot, replies. The server decides whether the bot may speak.",
+    },
+    {
+        "name": "Channel webhooks",
+        "description": "Called by the providers (signed or carrying the channel's secret); the "
+        "seed's `POST /webhook/whapi` too.",
+    },
     {"name": "Health", "description": "Liveness and readiness probes."},
 ]
 
@@ -117,12 +133,13 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, app.state.metrics)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        http_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
-            limits=limits,
-            transport=llm_transport or upstream_transport(limits),
-        )
+        if llm_transport is None:
+            http_client = llm_client(settings)
+        else:
+            http_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
+                transport=llm_transport,
+            )
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine, AuditedSession)
@@ -133,7 +150,14 @@ def _lifespan(
         app.state.rate_limits = RateLimits(settings)
         app.state.project_configs = ProjectConfigs()
         app.state.principals = PrincipalCache(settings.AUTH_CACHE_SECONDS)
-        app.state.background = background = Background(settings, app.state.sessionmaker, metrics)
+        app.state.background = background = Background(
+            settings,
+            app.state.sessionmaker,
+            metrics,
+            registry=registry,
+            configs=app.state.project_configs,
+        )
+        app.state.channel_secrets = background.secrets
         app.state.worker = background.worker
         if settings.WORKERS_IN_API:
             app.state.sessionmaker.configure(info=background.wake_hooks())
@@ -206,12 +230,23 @@ def create_app(
         webhooks_router,
         feed_router,
         jobs_router,
+        channels_router,
+        conversations_router,
+        provider_webhooks_router,
     ):
         document_caller_errors(router.routes)
         app.include_router(router)
     # Added innermost first: the request-context middleware wraps everything.
     app.add_middleware(NulGuardMiddleware)  # inside the size limit: it reads bounded bodies
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
+        # Provider webhooks: Meta's payloads may be up to 3 MB.
+        larger=(
+            ("/webhooks/", settings.CHANNEL_WEBHOOK_MAX_BYTES),
+            ("/webhook/", settings.CHANNEL_WEBHOOK_MAX_BYTES),
+        ),
+    )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.ENVIRONMENT == "production")
     if settings.CORS_ORIGINS:
         app.add_middleware(

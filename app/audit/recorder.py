@@ -27,6 +27,7 @@ from app.events.recorder import event_for_change, mark_recorded
 from app.models import (
     ApiKey,
     AuditEntry,
+    Channel,
     Event,
     Intent,
     Invitation,
@@ -39,7 +40,19 @@ from app.models import (
 
 REDACTED = "[redacted]"
 # Never written into `changes`: bookkeeping, and values whose changes are not configuration.
-IGNORED = {"id", "workspace_id", "created_at", "updated_at", "revision", "last_used_at"}
+IGNORED = {
+    "id",
+    "workspace_id",
+    "created_at",
+    "updated_at",
+    "revision",
+    "last_used_at",
+    # a channel's health, not its configuration
+    "last_webhook_at",
+    "last_error_code",
+    "last_error_at",
+    "throttled_until",
+}
 SECRET_MARKS = ("hash", "secret", "password", "token")
 
 
@@ -65,6 +78,7 @@ KINDS: dict[type[Any], _Kind] = {
     WorkspaceMember: _MemberKind("member"),
     Invitation: _Kind("invitation"),
     Webhook: _Kind("webhook"),
+    Channel: _Kind("channel"),
 }
 # An update that sets one of these columns is named for it.
 NAMED_UPDATES = {

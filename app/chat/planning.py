@@ -1,5 +1,8 @@
 """How a message will be answered: by an intent's canned reply, or by an LLM request built
-from the project's prompts (with `{{placeholders}}` filled), the history and the message."""
+from the project's prompts (with `{{placeholders}}` filled), the history and the message. On a
+channel conversation, a handoff step comes first: a handoff keyword, or an intent whose action
+is `handoff`, hands the conversation to a human instead (app/conversations/policy.py). The
+steps need nothing from the database beyond what the turn already read."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from app.chat.templates import render
+from app.conversations.policy import INSTRUCTION, HandoffPolicy
 from app.core.config import Settings
 from app.intents.matcher import IntentRule, match_intent
 from app.llm.base import LLMError, LLMProvider
@@ -28,6 +32,7 @@ class ReplyPlan:
     setup_error: LLMError | None = None
     intent: IntentRule | None = None
     canned: str | None = None  # the intent's reply, rendered; no LLM call is made
+    handoff: str | None = None  # why the conversation goes to a human (no reply is generated)
 
     @property
     def answered_by_intent(self) -> bool:
@@ -43,21 +48,22 @@ def plan_reply(
     message: str,
     context: Mapping[str, str | int | float | bool | None] | None = None,
     extra_system: Sequence[str] = (),
+    handoff: HandoffPolicy | None = None,
 ) -> ReplyPlan:
-    """The plan for answering `message` with the project's intents and prompts."""
+    """The plan for answering `message` with the project's intents and prompts (and, on a
+    channel, its handoff policy)."""
     project, rules = config.project, config.rules
+    if handoff is not None and (keyword := handoff.keyword_in(message)) is not None:
+        return _no_reply(handoff=f"keyword: {keyword}")
     if rules:
         rule = match_intent(rules, message, timeout_seconds=settings.INTENT_MATCH_TIMEOUT_MS / 1000)
+        if rule is not None and handoff is not None and rule.action == "handoff":
+            return _no_reply(intent=rule, handoff=f"intent: {rule.name}")
         if rule is not None:
-            return ReplyPlan(
-                request=CompletionRequest(model="", messages=(), temperature=0.0, max_tokens=1),
-                provider=None,
-                provider_name=None,
-                model=None,
-                intent=rule,
-                canned=render(rule.reply, context),
-            )
+            return _no_reply(intent=rule, canned=render(rule.reply, context))
     system = [render(p, context) for p in config.prompts] or [DEFAULT_SYSTEM_PROMPT]
+    if handoff is not None and handoff.ask_model:
+        system.append(INSTRUCTION)
     targets, setup_error = _targets(registry, project)
     primary = targets[0] if targets else None
     provider: LLMProvider | None = None
@@ -85,6 +91,21 @@ def plan_reply(
         provider_name=primary.provider.name if primary else (project.provider or None),
         model=model,
         setup_error=setup_error,
+    )
+
+
+def _no_reply(
+    *, intent: IntentRule | None = None, canned: str | None = None, handoff: str | None = None
+) -> ReplyPlan:
+    """A plan that makes no LLM call: an intent's canned reply, or a handoff."""
+    return ReplyPlan(
+        request=CompletionRequest(model="", messages=(), temperature=0.0, max_tokens=1),
+        provider=None,
+        provider_name=None,
+        model=None,
+        intent=intent,
+        canned=canned,
+        handoff=handoff,
     )
 
 

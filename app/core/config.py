@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "change-me-in-production"  # noqa: S105 - the documented development default
 # A valid Fernet key, public like the one above: development only (production refuses it).
-DEFAULT_CHANNEL_SECRETS_KEY = "ZGV2ZWxvcG1lbnQtb25seS1jaGFubmVsLWtleS0wMDA="  # noqa: S105
+DEFAULT_CHANNEL_SECRETS_KEY = "ZGV2ZWxvcG1lbnQtb25seS1jaGFubmVsLWtleS0wMDA="
 
 # Providers that speak the OpenAI chat-completions API, with their public base URLs.
 PROVIDER_BASE_URLS: dict[str, str] = {

@@ -122,6 +122,7 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
             await block.start()
         try:
             yield session
+            await session.flush()  # ORM changes the caller left unflushed
         except BaseException:
             count_round_trip(connection, "rollback")
             try:
@@ -135,6 +136,9 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
         count_round_trip(connection, "commit")
         with _sqlalchemy_errors(driver, "COMMIT"):
             await block.commit()
+        # SQLAlchemy did not see this commit: run its after-commit hooks (the wake-ups of
+        # this process's relay and worker) as it would have.
+        session.sync_session.dispatch.after_commit(session.sync_session)
 
 
 async def _driver(connection: AsyncConnection) -> Any:

@@ -18,17 +18,23 @@ class BodySizeLimitMiddleware:
     Checks `Content-Length` up front and counts streamed (chunked) bytes as they arrive.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, larger: tuple[tuple[str, int], ...] = ()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger = larger  # (path prefix, its own limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        limit = next((size for prefix, size in self.larger if path.startswith(prefix)), None)
+        limit = limit or self.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject(send, scope.get("path", ""))
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, path, limit)
             return
 
         received = 0
@@ -39,21 +45,22 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise HTTPException(413, detail=self._message)
+                if received > limit:
+                    raise HTTPException(413, detail=self._message(limit))
             return message
 
         await self.app(scope, counting_receive, send)
 
-    @property
-    def _message(self) -> str:
-        return f"The request body is larger than {self.max_body_bytes} bytes."
+    @staticmethod
+    def _message(limit: int) -> str:
+        return f"The request body is larger than {limit} bytes."
 
-    async def _reject(self, send: Send, path: str) -> None:
+    async def _reject(self, send: Send, path: str, limit: int) -> None:
+        message = self._message(limit)
         if path.startswith(OPENAI_PATH_PREFIX):
-            payload = openai_error_body(413, "payload_too_large", self._message)
+            payload = openai_error_body(413, "payload_too_large", message)
         else:
-            payload = {"error": {"code": "payload_too_large", "message": self._message}}
+            payload = {"error": {"code": "payload_too_large", "message": message}}
         body = json.dumps(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         request_id = request_id_var.get()

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.core.types import utcnow
-from app.models import ApiKey, ChatSession, Event, Intent, Project, Prompt, Webhook
+from app.models import ApiKey, Channel, ChatSession, Event, Intent, Project, Prompt, Webhook
 
 # The configuration kinds whose changes are events (the audit hook names them).
 EVENTED = {
@@ -33,6 +33,7 @@ EVENTED = {
     Intent: "intent",
     ApiKey: "api_key",
     Webhook: "webhook",
+    Channel: "channel",
 }
 
 

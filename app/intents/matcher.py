@@ -30,6 +30,7 @@ class IntentRule:
     reply: str
     links: tuple[tuple[str, str], ...]  # (text, url)
     requires_login: bool
+    action: str = "reply"  # or "handoff": on a channel, hand the conversation to a human
 
     @classmethod
     def of(cls, intent: Any) -> IntentRule:
@@ -39,6 +40,7 @@ class IntentRule:
             reply=intent.reply,
             links=tuple((link["text"], link["url"]) for link in intent.links),
             requires_login=intent.requires_login,
+            action=intent.action or "reply",
         )
 
 

@@ -66,6 +66,14 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
+IntentAction = Literal["reply", "handoff"]
+_ACTION_DOC = (
+    "`reply` answers with the reply. `handoff`: on a WhatsApp channel, the conversation is "
+    "handed to a human operator (the channel's handoff message is sent); elsewhere the reply "
+    "is sent as usual."
+)
+
+
 class IntentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
@@ -77,6 +85,7 @@ class IntentCreate(BaseModel):
     )
     links: Links = Field(default_factory=list, description="Up to 20 `{text, url}` links.")
     requires_login: bool = False
+    action: IntentAction = Field(default="reply", description=_ACTION_DOC)
     priority: Priority = Field(default=0, description=_PRIORITY_DOC)
     active: bool = True
 
@@ -93,6 +102,7 @@ class IntentUpdate(BaseModel):
     reply: Reply | None = None
     links: Links | None = None
     requires_login: bool | None = None
+    action: IntentAction | None = Field(default=None, description=_ACTION_DOC)
     priority: Priority | None = Field(default=None, description=_PRIORITY_DOC)
     active: bool | None = None
 
@@ -109,6 +119,7 @@ class IntentRead(BaseModel):
     reply: str
     links: list[Link]
     requires_login: bool
+    action: str
     priority: int
     active: bool
     created_at: datetime

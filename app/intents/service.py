@@ -56,6 +56,7 @@ class IntentService:
                 "reply",
                 "links",
                 "requires_login",
+                "action",
                 "priority",
                 "active",
             ),

@@ -8,9 +8,14 @@ import asyncio
 import contextlib
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.channels.delivery import send_job
+from app.channels.outbound import SEND_KIND
+from app.channels.secrets import SecretBox
 from app.chat.jobs import STALE_REPLIES_EVERY, STALE_REPLIES_KIND, stale_replies_job
+from app.conversations.bot import REPLY_KIND, reply_job
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.core.outbound import outbound_client
@@ -19,7 +24,10 @@ from app.events.kafka import KafkaPublisher
 from app.events.relay import PUBLISH_KIND, EventRelay
 from app.events.webhooks import DELIVER_KIND
 from app.jobs.worker import JobKind, Worker
+from app.llm.registry import ProviderRegistry, build_registry
+from app.llm.transport import upstream_transport
 from app.notifications.email import EMAIL_KIND, email_backend, email_job
+from app.projects.config import ProjectConfigs
 from app.retention.sweep import SWEEP_KIND, sweep_job, sweep_schedule
 
 
@@ -38,23 +46,47 @@ class Signal:
             await asyncio.wait_for(self._event.wait(), at_most)
 
 
+def llm_client(settings: Settings) -> httpx.AsyncClient:
+    """The shared LLM client: explicit timeouts, a bounded pool (as in the API's lifespan)."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
+        limits=limits,
+        transport=upstream_transport(limits),
+    )
+
+
 class Background:
     def __init__(
         self,
         settings: Settings,
         maker: async_sessionmaker[AsyncSession],
         metrics: Metrics | None = None,
+        registry: ProviderRegistry | None = None,
+        configs: ProjectConfigs | None = None,
     ) -> None:
+        """`registry` and `configs`: the API process's own (the worker program builds its
+        own LLM client and registry)."""
         self.settings = settings
         self.outbound = outbound_client(
             settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS, settings.WEBHOOK_TIMEOUT_SECONDS
         )
+        self.channels = outbound_client(
+            settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS, settings.CHANNEL_SEND_TIMEOUT_SECONDS
+        )
+        self._llm_client: httpx.AsyncClient | None = None
+        if registry is None:
+            self._llm_client = llm_client(settings)
+            registry = build_registry(settings, self._llm_client, metrics)
+        self.secrets = SecretBox(settings.CHANNEL_SECRETS_KEY)
         self.publisher = KafkaPublisher(settings) if settings.KAFKA_BOOTSTRAP_SERVERS else None
         kinds: dict[str, JobKind] = {
             EMAIL_KIND: email_job(email_backend(settings)),
             DELIVER_KIND: webhook_job(settings, maker, self.outbound),
             SWEEP_KIND: sweep_job(settings, maker),
             STALE_REPLIES_KIND: stale_replies_job(settings, maker),
+            SEND_KIND: send_job(settings, maker, self.channels, self.secrets),
+            REPLY_KIND: reply_job(settings, maker, registry, configs or ProjectConfigs()),
         }
         if self.publisher is not None:
             kinds[PUBLISH_KIND] = publish_job(maker, self.publisher)
@@ -114,5 +146,8 @@ class Background:
 
     async def close(self) -> None:
         await self.outbound.aclose()
+        await self.channels.aclose()
+        if self._llm_client is not None:
+            await self._llm_client.aclose()
         if self.publisher is not None:
             await self.publisher.stop()

@@ -1,0 +1,318 @@
+"""Storing what a provider's webhook carried. The webhook verifies, parses, stores and
+acknowledges; it calls neither the LLM nor the provider.
+
+Each message is one short transaction:
+1. the contact's conversation is locked (made, with its chat session, on a first message);
+2. the message is stored in the session, and its provider id in `channel_messages`, whose
+   unique (channel, direction, provider id) makes a re-delivered webhook a no-op: the
+   duplicate's transaction stops there and rolls back;
+3. the first gate: if the bot has the conversation, a `conversation.reply` job is queued
+   (app/conversations/bot.py), in the same transaction.
+Admin numbers' commands, our own echoes and messages typed on the linked phone take other
+paths (app/conversations/commands.py, `_from_device`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.channels.providers.base import Inbound, InboundMessage
+from app.channels.statuses import apply_status
+from app.chat.events import message_created, session_created
+from app.chat.repository import SessionRepository
+from app.chat.service import title_from_message
+from app.conversations import commands
+from app.conversations.bot import queue_reply
+from app.conversations.transitions import DEVICE, Action, Actor, apply
+from app.core.driver import transaction
+from app.core.types import utcnow
+from app.events.recorder import mark_recorded
+from app.models import (
+    Author,
+    Channel,
+    ChannelMessage,
+    ChatMessage,
+    ChatSession,
+    Conversation,
+    ConversationStatus,
+    Event,
+    MessageRole,
+    MessageStatus,
+    Mode,
+    Project,
+)
+
+logger = logging.getLogger("app.channels")
+CONTACT = Actor("contact")
+
+
+class Duplicate(Exception):
+    """This provider message id is already stored: the webhook was delivered again."""
+
+
+@dataclass
+class Received:
+    stored: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+
+
+async def receive(
+    maker: async_sessionmaker[AsyncSession], channel: Channel, inbound: Inbound, country_code: str
+) -> Received:
+    """Store everything in one webhook request: each message in its own transaction, then
+    the statuses together."""
+    outcome = Received()
+    for message in inbound.messages:
+        try:
+            async with transaction(maker) as db:
+                await _store(db, channel, message, country_code)
+            outcome.stored += 1
+        except Duplicate:
+            outcome.duplicates += 1
+    if inbound.statuses or inbound.errors:
+        async with transaction(maker) as db:
+            channel_row = await db.get(Channel, channel.id)
+            assert channel_row is not None  # noqa: S101 - the request's channel
+            for status in inbound.statuses:
+                outcome.statuses += bool(await apply_status(db, channel_row, status))
+            if inbound.errors:
+                channel_row.last_error_code, channel_row.last_error_at = (
+                    inbound.errors[-1],
+                    utcnow(),
+                )
+    if inbound.ignored:
+        logger.info("webhook entries ignored channel_id=%s count=%d", channel.id, inbound.ignored)
+    return outcome
+
+
+async def _store(
+    db: AsyncSession, channel: Channel, message: InboundMessage, country_code: str
+) -> None:
+    if db.get_bind().dialect.name != "postgresql":
+        # SQLite: write first, so this transaction holds the write lock from its start (a
+        # read first could leave it unable to write later).
+        await db.execute(
+            update(Channel).where(Channel.id == channel.id).values(last_webhook_at=utcnow())
+        )
+    if (
+        not message.from_me
+        and commands.is_admin(channel, message.contact_id, country_code)
+        and commands.parse(message.text) is not None
+    ):
+        await _claim_id(db, channel, None, None, message.external_id)
+        await commands.run(db, channel, message, country_code)
+        return
+    conversation, created = await _conversation(db, channel, message)
+    if message.from_me:
+        await _from_device(db, channel, conversation, message)
+        return
+    user_message = await _add_message(db, conversation, message, created)
+    await _claim_id(db, channel, conversation.id, user_message.id, message.external_id)
+    now = utcnow()
+    conversation.last_inbound_at, conversation.last_inbound_external_id = now, message.external_id
+    conversation.window_closed = False
+    if message.contact_name:
+        conversation.contact_name = message.contact_name[:200]
+    if conversation.status == ConversationStatus.RESOLVED:
+        conversation.mode, conversation.assignee_user_id = Mode.BOT, None
+        await apply(db, conversation, Action.REOPEN, CONTACT)
+    if conversation.mode == Mode.BOT:
+        await queue_reply(db, conversation, user_message)
+    else:
+        conversation.unread_count += 1
+
+
+async def _claim_id(
+    db: AsyncSession,
+    channel: Channel,
+    conversation_id: uuid.UUID | None,
+    message_id: uuid.UUID | None,
+    external_id: str,
+) -> None:
+    """Record the provider's message id; Duplicate (rolling the transaction back) if it is
+    there already."""
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(ChannelMessage)
+        .values(
+            id=uuid.uuid4(),
+            workspace_id=channel.workspace_id,
+            channel_id=channel.id,
+            conversation_id=conversation_id,
+            chat_message_id=message_id,
+            direction="in",
+            part=0,
+            external_id=external_id,
+            status="received",
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["channel_id", "direction", "external_id"])
+        .returning(ChannelMessage.id)
+    )
+    if (await db.execute(statement)).scalar_one_or_none() is None:
+        raise Duplicate(external_id)
+
+
+async def _conversation(
+    db: AsyncSession, channel: Channel, message: InboundMessage
+) -> tuple[Conversation, bool]:
+    """The contact's conversation, locked; made (with its session) on their first message."""
+    found = await _lock_by_contact(db, channel.id, message.contact_id)
+    if found is not None:
+        return found, False
+    now = utcnow()
+    project = await db.get(Project, channel.project_id)
+    assert project is not None  # noqa: S101 - a channel's project (cascading delete)
+    chat_session = ChatSession(
+        id=uuid.uuid4(),
+        workspace_id=channel.workspace_id,
+        project_id=channel.project_id,
+        end_user_id=f"whatsapp:{message.contact_id}"[:200],
+        title=title_from_message(message.contact_name or message.contact_id),
+        message_count=0,
+        event_seq=1,  # session.created
+        created_at=now,
+        last_activity_at=now,
+    )
+    db.add(chat_session)
+    await db.flush()
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    conversation_id = uuid.uuid4()
+    made = await db.execute(
+        insert(Conversation)
+        .values(
+            id=conversation_id,
+            workspace_id=channel.workspace_id,
+            project_id=channel.project_id,
+            channel_id=channel.id,
+            chat_session_id=chat_session.id,
+            contact_id=message.contact_id,
+            contact_name=message.contact_name[:200] if message.contact_name else None,
+            mode=Mode.BOT,
+            status=ConversationStatus.OPEN,
+            unread_count=0,
+            failed_replies=0,
+            window_closed=False,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["channel_id", "contact_id"])
+        .returning(Conversation.id)
+    )
+    if made.scalar_one_or_none() is None:  # another request made it first
+        await db.execute(delete(ChatSession).where(ChatSession.id == chat_session.id))
+        raced = await _lock_by_contact(db, channel.id, message.contact_id)
+        assert raced is not None  # noqa: S101 - it exists: our insert conflicted with it
+        return raced, False
+    chat_session_row = session_created(chat_session, include_content=project.events_include_content)
+    db.add(Event(**chat_session_row))
+    conversation = await _lock_by_contact(db, channel.id, message.contact_id)
+    assert conversation is not None  # noqa: S101 - just made
+    return conversation, True
+
+
+async def _lock_by_contact(
+    db: AsyncSession, channel_id: uuid.UUID, contact_id: str
+) -> Conversation | None:
+    result = await db.scalars(
+        update(Conversation)
+        .where(Conversation.channel_id == channel_id, Conversation.contact_id == contact_id)
+        .values(updated_at=utcnow())
+        .returning(Conversation)
+        .execution_options(populate_existing=True)
+    )
+    return result.one_or_none()
+
+
+async def _add_message(
+    db: AsyncSession,
+    conversation: Conversation,
+    message: InboundMessage,
+    created: bool,
+    *,
+    role: MessageRole = MessageRole.USER,
+    author: Author = Author.CONTACT,
+) -> ChatMessage:
+    now = utcnow()
+    seq, event_seq = await SessionRepository(db, conversation.workspace_id).reserve_seqs(
+        conversation.chat_session_id, 1, now
+    )
+    stored = ChatMessage(
+        id=uuid.uuid4(),
+        workspace_id=conversation.workspace_id,
+        chat_session_id=conversation.chat_session_id,
+        seq=seq,
+        role=role,
+        content=message.text,
+        status=MessageStatus.COMPLETE,
+        created_at=now,
+        completed_at=now,
+        event_seq=event_seq,
+        author_type=author,
+    )
+    db.add(stored)
+    project = await db.get(Project, conversation.project_id)
+    row = message_created(
+        conversation.workspace_id,
+        conversation.project_id,
+        stored,
+        end_user_id=f"whatsapp:{conversation.contact_id}",
+        include_content=bool(project and project.events_include_content),
+    )
+    row["data"]["author"] = author.value
+    db.add(Event(**row))
+    mark_recorded(db)
+    await db.flush()
+    return stored
+
+
+async def _from_device(
+    db: AsyncSession, channel: Channel, conversation: Conversation, message: InboundMessage
+) -> None:
+    """A message sent from the linked phone: our own send coming back (an echo: nothing to
+    do), or a human typing there, who takes the conversation over."""
+    if await _is_echo(db, channel, conversation, message):
+        await _claim_id(db, channel, conversation.id, None, message.external_id)
+        return
+    stored = await _add_message(
+        db, conversation, message, False, role=MessageRole.ASSISTANT, author=Author.DEVICE
+    )
+    await _claim_id(db, channel, conversation.id, stored.id, message.external_id)
+    conversation.last_operator_reply_at = utcnow()
+    if conversation.mode != Mode.HUMAN:
+        await apply(db, conversation, Action.TAKEOVER, DEVICE, reason="device")
+
+
+async def _is_echo(
+    db: AsyncSession, channel: Channel, conversation: Conversation, message: InboundMessage
+) -> bool:
+    """Ours if the id is one we got for a send; or, when the echo beat our record of that
+    id, if a send of the same text to this contact is still in flight."""
+    ours = await db.scalar(
+        select(ChannelMessage.id).where(
+            ChannelMessage.channel_id == channel.id,
+            ChannelMessage.direction == "out",
+            ChannelMessage.external_id == message.external_id,
+        )
+    )
+    if ours is not None:
+        return True
+    in_flight = await db.scalar(
+        select(ChannelMessage.id)
+        .where(
+            ChannelMessage.conversation_id == conversation.id,
+            ChannelMessage.direction == "out",
+            ChannelMessage.status == "queued",
+            ChannelMessage.body == message.text,
+        )
+        .limit(1)
+    )
+    return in_flight is not None
