@@ -42,7 +42,7 @@ ERROR_TITLES = {
 @dataclass
 class Fault:
     code: int | None = None  # Meta error code in the envelope
-    status: int = 400  # HTTP status of the error answer
+    status: int = 400  # HTTP status of the error answer (5xx without a code: a bare one)
     delay: float = 0.0  # seconds before answering (or before dropping)
     # record the send, then never answer (the client times out: it cannot know it went)
     drop: bool = False
@@ -127,6 +127,8 @@ class FakeWhatsApp:
             return meta_error(100, 400)
         if fault is not None and fault.code is not None:
             return meta_error(fault.code, fault.status)
+        if fault is not None and fault.status >= 500 and not fault.drop:
+            return Response("<html>Bad Gateway</html>", status_code=fault.status)
         message_id = self._record(
             "meta_cloud",
             payload["to"],

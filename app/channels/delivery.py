@@ -85,7 +85,9 @@ def send_job(
                 callback=str(part.id),
             )
         except SendError as error:
-            await _failed(maker, channel, part, error, job, last)
+            await _failed(
+                maker, channel, part, error, job, last, settings.CHANNEL_AMBIGUOUS_WAIT_SECONDS
+            )
             return
         async with transaction(maker) as db:
             await db.execute(
@@ -114,6 +116,7 @@ async def _failed(
     error: SendError,
     job: JobRun,
     last: bool,
+    ambiguous_wait: float,
 ) -> None:
     logger.warning(
         "channel send failed channel_id=%s part_id=%s failure=%s code=%s",
@@ -152,6 +155,8 @@ async def _failed(
         )
     if error.failure == Failure.AUTH:
         raise RetryLater(AUTH_RETRY_SECONDS, error.title)
+    if error.failure == Failure.AMBIGUOUS:
+        raise RetryLater(ambiguous_wait, error.title)
     if error.retry_after:
         raise RetryLater(error.retry_after, error.title)
     raise RuntimeError(str(error))  # retried with the worker's backoff

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # MAX_REQUEST_BODY_BYTES.
     CHANNEL_WEBHOOK_MAX_BYTES: int = Field(default=3 * 1024 * 1024, ge=1024)
     CHANNEL_SEND_TIMEOUT_SECONDS: float = Field(default=15.0, gt=0, le=120)
+    # A send that got no answer may have gone: its retry waits this long for a status webhook
+    # that says it did.
+    CHANNEL_AMBIGUOUS_WAIT_SECONDS: float = Field(default=30.0, ge=0, le=3600)
     # A number written with a leading 0 (an admin command's target) gets this country code.
     CHANNEL_DEFAULT_COUNTRY_CODE: str = Field(default="62", pattern=r"^\d{1,4}$")
     # Consecutive failed bot replies after which a conversation is handed to a human.
