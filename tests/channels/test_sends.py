@@ -110,7 +110,7 @@ async def test_a_throughput_limit_slows_the_whole_channel_and_pacing_only_the_co
         await say(client, line, "6281400003", "Halo")
         await until(
             lambda: _send_jobs(app),
-            lambda j: j and j[0].attempts == 1,
+            lambda j: j and j[0].last_error is not None,
             what="the throttled attempt",
         )
         async with app.state.sessionmaker() as db:
@@ -127,7 +127,7 @@ async def test_a_throughput_limit_slows_the_whole_channel_and_pacing_only_the_co
         await say(client, line, "6281400003", "Lagi")
         await until(
             lambda: _send_jobs(app),
-            lambda j: len(j) == 2 and j[1].attempts == 1,
+            lambda j: len(j) == 2 and j[1].last_error is not None,
             what="the paced attempt",
         )
         async with app.state.sessionmaker() as db:
@@ -152,7 +152,7 @@ async def test_an_auth_error_stops_the_channel_until_its_credentials_are_fixed(
         await say(client, line, "6281400005", "Halo juga")
         await until(
             lambda: _send_jobs(app),
-            lambda j: len(j) == 2 and j[1].attempts == 1,
+            lambda j: len(j) == 2 and j[1].last_error is not None,
             what="the second attempt",
         )
         assert fake.sends == []  # not attempted: the channel is waiting for credentials
