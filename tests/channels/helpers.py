@@ -148,3 +148,13 @@ async def only_conversation(
 
 
 __all__ = ["meta_inbound", "whapi_inbound"]
+
+
+async def channel_with_a_conversation(
+    client: httpx.AsyncClient, owner: factories.Account, project_id: str
+) -> tuple[str, str]:
+    """A Meta channel (sending to a closed local port) and one contact's conversation on it."""
+    line = await meta_channel(client, owner, project_id, "http://127.0.0.1:9")
+    await say(client, line, "6281999000", "Halo")
+    found = await conversations(client, owner, channel_id=line.id)
+    return line.id, found[0]["id"]

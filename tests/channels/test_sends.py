@@ -145,7 +145,9 @@ async def test_an_auth_error_stops_the_channel_until_its_credentials_are_fixed(
         fake.script(Fault(code=190, status=401))
         await say(client, line, "6281400004", "Halo")
         await until(
-            lambda: _send_jobs(app), lambda j: j and j[0].last_error is not None, what="the refused send"
+            lambda: _send_jobs(app),
+            lambda j: j and j[0].last_error is not None,
+            what="the refused send",
         )
         shown = (await client.get(f"/channels/{line.id}", headers=owner.headers)).json()
         assert (shown["status"], shown["last_error_code"]) == ("auth_error", "190")

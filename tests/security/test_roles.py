@@ -17,6 +17,7 @@ import httpx
 from fastapi import FastAPI
 
 from tests import factories
+from tests.channels.helpers import channel_with_a_conversation
 from tests.factories import in_workspace
 from tests.security.test_matrix import (
     PUBLIC,
@@ -32,6 +33,17 @@ ROLES = ("viewer", "agent", "admin", "owner")
 W = "/workspaces/{workspace_id}"
 P = "/projects/{project_id}"
 S = "/sessions/{session_id}"
+C = "/conversations/{conversation_id}"
+CONVERSATION_ACTIONS = (
+    "handoff",
+    "assign",
+    "unassign",
+    "release",
+    "pause",
+    "resume",
+    "resolve",
+    "reopen",
+)
 EXPECTED: dict[tuple[str, str], str] = {
     ("GET", W): "viewer",
     ("PATCH", W): "admin",
@@ -85,6 +97,17 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", f"{P}/events/stream"): "viewer",
     ("GET", f"{W}/jobs"): "admin",
     ("POST", f"{W}/jobs/{{job_id}}/retry"): "admin",
+    ("POST", f"{P}/channels"): "admin",
+    ("GET", f"{P}/channels"): "agent",
+    ("GET", "/channels/{channel_id}"): "agent",
+    ("PATCH", "/channels/{channel_id}"): "admin",
+    ("DELETE", "/channels/{channel_id}"): "admin",
+    ("POST", "/channels/{channel_id}/rotate-secret"): "admin",
+    ("GET", "/conversations"): "agent",
+    ("GET", C): "agent",
+    ("GET", f"{C}/messages"): "agent",
+    ("POST", f"{C}/messages"): "agent",
+    **{("POST", f"{C}/{action}"): "agent" for action in CONVERSATION_ACTIONS},
 }
 # The caller's own account, in no particular workspace: any signed-in user.
 ACCOUNT_LEVEL = {
@@ -130,6 +153,7 @@ async def test_every_operation_answers_each_role_as_the_table_says(
     target = await factories.member(client, owner, team, "viewer")
     invitation = await factories.invite(client, owner, team, "later@example.com", "viewer")
     webhook, delivery, job = await webhook_with_a_delivery(client, in_team, pid, team)
+    channel, conversation = await channel_with_a_conversation(client, in_team, pid)
     ids = {
         **tenant.ids,
         "project_id": pid,
@@ -143,6 +167,8 @@ async def test_every_operation_answers_each_role_as_the_table_says(
         "webhook_id": webhook,
         "delivery_id": delivery,
         "job_id": job,
+        "channel_id": channel,
+        "conversation_id": conversation,
     }
     members = {"owner": in_team}
     for role in ("viewer", "agent", "admin"):
