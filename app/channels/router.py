@@ -132,8 +132,14 @@ async def rotate_channel_secret(channel_id: uuid.UUID, channels: ChannelServiceD
 
 @provider_webhooks_router.get(
     "/webhooks/meta/{channel_id}",
-    response_class=PlainTextResponse,
-    responses=error_responses(403, 404),
+    response_class=Response,  # errors are JSON (the one error shape); the challenge is text
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "The challenge.",
+        },
+        **error_responses(403, 404),
+    },
 )
 async def meta_handshake(
     channel_id: uuid.UUID,

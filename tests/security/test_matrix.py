@@ -88,6 +88,8 @@ def _example(app: FastAPI, operation: Operation) -> dict[str, Any] | None:
     if content is None:
         return None
     schema = content["schema"]
+    if "oneOf" in schema:  # a tagged union: its first kind's example
+        schema = schema["oneOf"][0]
     if "$ref" not in schema:
         return {}  # an optional body (anyOf with null): an empty object is valid
     name = schema["$ref"].rsplit("/", 1)[1]
