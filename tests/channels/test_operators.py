@@ -9,9 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import update
 
+from app.channels.__main__ import rotate_keys
+from app.channels.secrets import SecretBox, SecretsKeyError
 from app.core.types import utcnow
 from app.models import Channel, Conversation
 from tests import factories
@@ -114,9 +119,10 @@ async def test_the_queue_is_ordered_by_waiting_time_and_filters_by_assignee(
     agent = await factories.member(client, owner, team, "agent")
     async with fake_whatsapp() as (fake, url):
         line = await meta_channel(client, owner, pid, url)
-        for number in ("6281300011", "6281300012", "6281300013"):
+        for count, number in enumerate(("6281300011", "6281300012", "6281300013"), start=1):
             await say(client, line, number, "Saya mau bicara dengan petugas")
-        await until(lambda: fake.sends, lambda s: len(s) == 3, what="three handoff messages")
+            # one after another: the queue's order is the order they were handed off
+            await until(lambda c=count: len(fake.sends) == c, bool, what="the handoff message")
     queue = (await client.get("/conversations?status=pending_human", headers=agent.headers)).json()[
         "items"
     ]
@@ -271,3 +277,24 @@ async def test_a_channel_base_url_goes_through_the_outbound_guard(
         )
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "url_not_allowed"
+
+
+async def test_rotating_the_secrets_key_re_encrypts_every_channel(
+    app: FastAPI, client: httpx.AsyncClient, settings: Any
+) -> None:
+    owner, _, pid = await _team(client)
+    line = await meta_channel(client, owner, pid, "http://127.0.0.1:9")
+    old = settings.CHANNEL_SECRETS_KEY.get_secret_value()
+    new = Fernet.generate_key().decode()
+    rotated = await rotate_keys(app.state.sessionmaker, SecretBox(SecretStr(f"{new},{old}")))
+    assert rotated == 1
+    only_new = SecretBox(SecretStr(new))
+    async with app.state.sessionmaker() as db:
+        row = await db.get(Channel, uuid.UUID(line.id))
+    assert row is not None and row.app_secret_enc is not None
+    assert only_new.decrypt(row.access_token_enc) == "EAAG-test-token"
+    assert only_new.decrypt(row.app_secret_enc) == "meta-app-secret-0123456789abcdef"
+    with pytest.raises(SecretsKeyError):
+        SecretBox(SecretStr(old)).decrypt(row.access_token_enc)
+    with pytest.raises(SecretsKeyError):
+        SecretBox(SecretStr("not-a-fernet-key"))

@@ -105,7 +105,7 @@ async def test_a_throughput_limit_slows_the_whole_channel_and_pacing_only_the_co
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     async with fake_whatsapp() as (fake, url):
-        owner, line = await _setup(client, url)
+        _, line = await _setup(client, url)
         fake.script(Fault(code=130429, status=400))
         await say(client, line, "6281400003", "Halo")
         await until(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from app.core.config import Settings
@@ -39,12 +40,22 @@ def test_chosen_provider_needs_its_key() -> None:
     assert settings(LLM_PROVIDER="openai", LLM_BASE_URL="http://127.0.0.1:11434/v1")
 
 
+CHANNEL_KEY = Fernet.generate_key().decode()
+
+
 def test_production_refuses_unsafe_defaults() -> None:
     with pytest.raises(ValidationError, match="default SECRET_KEY"):
         settings(ENVIRONMENT="production", GROQ_API_KEY="gsk")
+    with pytest.raises(ValidationError, match="default CHANNEL_SECRETS_KEY"):
+        settings(ENVIRONMENT="production", SECRET_KEY="x" * 40, GROQ_API_KEY="gsk")
     with pytest.raises(ValidationError, match="real LLM provider"):
-        settings(ENVIRONMENT="production", SECRET_KEY="x" * 40)
-    ok = settings(ENVIRONMENT="production", SECRET_KEY="x" * 40, GROQ_API_KEY="gsk")
+        settings(ENVIRONMENT="production", SECRET_KEY="x" * 40, CHANNEL_SECRETS_KEY=CHANNEL_KEY)
+    ok = settings(
+        ENVIRONMENT="production",
+        SECRET_KEY="x" * 40,
+        GROQ_API_KEY="gsk",
+        CHANNEL_SECRETS_KEY=CHANNEL_KEY,
+    )
     assert ok.default_provider == "groq"
 
 

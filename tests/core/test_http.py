@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
 from app.core.config import Settings
@@ -200,7 +201,9 @@ async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> 
 
 
 async def test_production_adds_hsts(make_client: Callable[..., Any]) -> None:
-    client = await make_client(ENVIRONMENT="production")
+    client = await make_client(
+        ENVIRONMENT="production", CHANNEL_SECRETS_KEY=Fernet.generate_key().decode()
+    )
     response = await client.get("/health")
     assert response.headers["strict-transport-security"].startswith("max-age=")
 
