@@ -25,6 +25,7 @@ from app.auth.cache import PrincipalCache
 from app.auth.dependencies import document_caller_errors
 from app.auth.router import router as auth_router
 from app.auth.router import users_router
+from app.channels.cache import ChannelCache
 from app.channels.router import channels_router, provider_webhooks_router
 from app.chat.router import chat_router, sessions_router
 from app.chat.streaming import GenerationRegistry
@@ -158,6 +159,7 @@ def _lifespan(
             configs=app.state.project_configs,
         )
         app.state.channel_secrets = background.secrets
+        app.state.channel_cache = ChannelCache(settings.AUTH_CACHE_SECONDS)
         app.state.worker = background.worker
         if settings.WORKERS_IN_API:
             app.state.sessionmaker.configure(info=background.wake_hooks())

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,7 +46,6 @@ from app.models import (
     MessageRole,
     MessageStatus,
     Mode,
-    Project,
 )
 
 logger = logging.getLogger("app.channels")
@@ -64,7 +64,11 @@ class Received:
 
 
 async def receive(
-    maker: async_sessionmaker[AsyncSession], channel: Channel, inbound: Inbound, country_code: str
+    maker: async_sessionmaker[AsyncSession],
+    channel: Channel,
+    inbound: Inbound,
+    country_code: str,
+    include_content: bool,
 ) -> Received:
     """Store everything in one webhook request: each message in its own transaction, then
     the statuses together."""
@@ -72,7 +76,7 @@ async def receive(
     for message in inbound.messages:
         try:
             async with transaction(maker) as db:
-                await _store(db, channel, message, country_code)
+                await _store(db, channel, message, country_code, include_content)
             outcome.stored += 1
         except Duplicate:
             outcome.duplicates += 1
@@ -93,8 +97,15 @@ async def receive(
 
 
 async def _store(
-    db: AsyncSession, channel: Channel, message: InboundMessage, country_code: str
+    db: AsyncSession,
+    channel: Channel,
+    message: InboundMessage,
+    country_code: str,
+    include_content: bool,
 ) -> None:
+    """One message: in the steady state BEGIN, the conversation's lock (which also records
+    the inbound message on it), the message's position, its INSERTs (message, event, provider
+    id, reply job), COMMIT."""
     if db.get_bind().dialect.name != "postgresql":
         # SQLite: write first, so this transaction holds the write lock from its start (a
         # read first could leave it unable to write later).
@@ -109,24 +120,29 @@ async def _store(
         await _claim_id(db, channel, None, None, message.external_id)
         await commands.run(db, channel, message, country_code)
         return
-    conversation, created = await _conversation(db, channel, message)
     if message.from_me:
-        await _from_device(db, channel, conversation, message)
+        conversation = await _conversation(db, channel, message, include_content, {})
+        await _from_device(db, channel, conversation, message, include_content)
         return
-    user_message = await _add_message(db, conversation, message, created)
-    await _claim_id(db, channel, conversation.id, user_message.id, message.external_id)
-    now = utcnow()
-    conversation.last_inbound_at, conversation.last_inbound_external_id = now, message.external_id
-    conversation.window_closed = False
+    inbound = {
+        "last_inbound_at": utcnow(),
+        "last_inbound_external_id": message.external_id,
+        "window_closed": False,
+        "unread_count": case(
+            (Conversation.mode == Mode.BOT, 0), else_=Conversation.unread_count + 1
+        ),
+    }
     if message.contact_name:
-        conversation.contact_name = message.contact_name[:200]
+        inbound["contact_name"] = message.contact_name[:200]
+    conversation = await _conversation(db, channel, message, include_content, inbound)
+    user_message = await _add_message(db, conversation, message, include_content)
+    await _claim_id(db, channel, conversation.id, user_message.id, message.external_id)
     if conversation.status == ConversationStatus.RESOLVED:
         conversation.mode, conversation.assignee_user_id = Mode.BOT, None
+        conversation.unread_count = 0
         await apply(db, conversation, Action.REOPEN, CONTACT)
     if conversation.mode == Mode.BOT:
         await queue_reply(db, conversation, user_message)
-    else:
-        conversation.unread_count += 1
 
 
 async def _claim_id(
@@ -161,15 +177,18 @@ async def _claim_id(
 
 
 async def _conversation(
-    db: AsyncSession, channel: Channel, message: InboundMessage
-) -> tuple[Conversation, bool]:
-    """The contact's conversation, locked; made (with its session) on their first message."""
-    found = await _lock_by_contact(db, channel.id, message.contact_id)
+    db: AsyncSession,
+    channel: Channel,
+    message: InboundMessage,
+    include_content: bool,
+    values: dict[str, Any],
+) -> Conversation:
+    """The contact's conversation, locked (and updated with `values`); made, with its
+    session, on their first message."""
+    found = await _lock_by_contact(db, channel.id, message.contact_id, values)
     if found is not None:
-        return found, False
+        return found
     now = utcnow()
-    project = await db.get(Project, channel.project_id)
-    assert project is not None  # noqa: S101 - a channel's project (cascading delete)
     chat_session = ChatSession(
         id=uuid.uuid4(),
         workspace_id=channel.workspace_id,
@@ -209,23 +228,22 @@ async def _conversation(
     )
     if made.scalar_one_or_none() is None:  # another request made it first
         await db.execute(delete(ChatSession).where(ChatSession.id == chat_session.id))
-        raced = await _lock_by_contact(db, channel.id, message.contact_id)
+        raced = await _lock_by_contact(db, channel.id, message.contact_id, values)
         assert raced is not None  # noqa: S101 - it exists: our insert conflicted with it
-        return raced, False
-    chat_session_row = session_created(chat_session, include_content=project.events_include_content)
-    db.add(Event(**chat_session_row))
-    conversation = await _lock_by_contact(db, channel.id, message.contact_id)
+        return raced
+    db.add(Event(**session_created(chat_session, include_content=include_content)))
+    conversation = await _lock_by_contact(db, channel.id, message.contact_id, values)
     assert conversation is not None  # noqa: S101 - just made
-    return conversation, True
+    return conversation
 
 
 async def _lock_by_contact(
-    db: AsyncSession, channel_id: uuid.UUID, contact_id: str
+    db: AsyncSession, channel_id: uuid.UUID, contact_id: str, values: dict[str, Any]
 ) -> Conversation | None:
     result = await db.scalars(
         update(Conversation)
         .where(Conversation.channel_id == channel_id, Conversation.contact_id == contact_id)
-        .values(updated_at=utcnow())
+        .values(updated_at=utcnow(), **values)
         .returning(Conversation)
         .execution_options(populate_existing=True)
     )
@@ -236,7 +254,7 @@ async def _add_message(
     db: AsyncSession,
     conversation: Conversation,
     message: InboundMessage,
-    created: bool,
+    include_content: bool,
     *,
     role: MessageRole = MessageRole.USER,
     author: Author = Author.CONTACT,
@@ -259,13 +277,12 @@ async def _add_message(
         author_type=author,
     )
     db.add(stored)
-    project = await db.get(Project, conversation.project_id)
     row = message_created(
         conversation.workspace_id,
         conversation.project_id,
         stored,
         end_user_id=f"whatsapp:{conversation.contact_id}",
-        include_content=bool(project and project.events_include_content),
+        include_content=include_content,
     )
     row["data"]["author"] = author.value
     db.add(Event(**row))
@@ -275,7 +292,11 @@ async def _add_message(
 
 
 async def _from_device(
-    db: AsyncSession, channel: Channel, conversation: Conversation, message: InboundMessage
+    db: AsyncSession,
+    channel: Channel,
+    conversation: Conversation,
+    message: InboundMessage,
+    include_content: bool,
 ) -> None:
     """A message sent from the linked phone: our own send coming back (an echo: nothing to
     do), or a human typing there, who takes the conversation over."""
@@ -283,7 +304,7 @@ async def _from_device(
         await _claim_id(db, channel, conversation.id, None, message.external_id)
         return
     stored = await _add_message(
-        db, conversation, message, False, role=MessageRole.ASSISTANT, author=Author.DEVICE
+        db, conversation, message, include_content, role=MessageRole.ASSISTANT, author=Author.DEVICE
     )
     await _claim_id(db, channel, conversation.id, stored.id, message.external_id)
     conversation.last_operator_reply_at = utcnow()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
 from app.auth.dependencies import CurrentPrincipal, RequireAdmin, require_role
+from app.channels.cache import ChannelCache
 from app.channels.schemas import (
     ChannelCreate,
     ChannelCreated,
@@ -43,13 +44,23 @@ async def get_secret_box(request: Request) -> SecretBox:
     return box
 
 
+async def get_channel_cache(request: Request) -> ChannelCache:
+    cache: ChannelCache = request.app.state.channel_cache
+    return cache
+
+
 SecretBoxDep = Annotated[SecretBox, Depends(get_secret_box)]
+ChannelCacheDep = Annotated[ChannelCache, Depends(get_channel_cache)]
 
 
 async def get_channel_service(
-    session: SessionDep, principal: CurrentPrincipal, settings: SettingsDep, box: SecretBoxDep
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    box: SecretBoxDep,
+    cache: ChannelCacheDep,
 ) -> ChannelService:
-    return ChannelService(session, principal.workspace_id, settings, box)
+    return ChannelService(session, principal.workspace_id, settings, box, cache)
 
 
 ChannelServiceDep = Annotated[ChannelService, Depends(get_channel_service)]
@@ -144,14 +155,16 @@ async def rotate_channel_secret(channel_id: uuid.UUID, channels: ChannelServiceD
 async def meta_handshake(
     channel_id: uuid.UUID,
     maker: SessionmakerDep,
+    cache: ChannelCacheDep,
+    box: SecretBoxDep,
     mode: Annotated[str | None, Query(alias="hub.mode")] = None,
     token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
     challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=200)] = None,
 ) -> PlainTextResponse:
     """Meta's verification request: answers `hub.challenge` as plain text when
     `hub.verify_token` is the channel's (403 `invalid_verify_token` otherwise)."""
-    channel = await load_channel(maker, channel_id, ChannelProvider.META_CLOUD)
-    return PlainTextResponse(verify_handshake(channel, mode, token, challenge))
+    known = await load_channel(maker, cache, box, channel_id, ChannelProvider.META_CLOUD)
+    return PlainTextResponse(verify_handshake(known.channel, mode, token, challenge))
 
 
 @provider_webhooks_router.post(
@@ -163,12 +176,13 @@ async def meta_webhook(
     maker: SessionmakerDep,
     settings: SettingsDep,
     box: SecretBoxDep,
+    cache: ChannelCacheDep,
     x_hub_signature_256: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     """Messages and statuses from the WhatsApp Cloud API, signed with the app secret
     (`X-Hub-Signature-256`, checked over the raw body; 401 `invalid_signature`)."""
-    channel = await load_channel(maker, channel_id, ChannelProvider.META_CLOUD)
-    await accept_meta(maker, settings, box, channel, await request.body(), x_hub_signature_256)
+    known = await load_channel(maker, cache, box, channel_id, ChannelProvider.META_CLOUD)
+    await accept_meta(maker, settings, known, await request.body(), x_hub_signature_256)
     return OK
 
 
@@ -180,12 +194,14 @@ async def whapi_webhook(
     request: Request,
     maker: SessionmakerDep,
     settings: SettingsDep,
+    box: SecretBoxDep,
+    cache: ChannelCacheDep,
     x_webhook_secret: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     """Messages and statuses from Whapi.cloud; they carry the channel's secret in
     `X-Webhook-Secret` (401 `invalid_signature` otherwise)."""
-    channel = await load_channel(maker, channel_id, ChannelProvider.WHAPI)
-    await accept_whapi(maker, settings, channel, await request.body(), x_webhook_secret)
+    known = await load_channel(maker, cache, box, channel_id, ChannelProvider.WHAPI)
+    await accept_whapi(maker, settings, known, await request.body(), x_webhook_secret)
     return OK
 
 

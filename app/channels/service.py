@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels.cache import ChannelCache
 from app.channels.schemas import (
     ChannelCreated,
     ChannelRead,
@@ -62,9 +63,15 @@ def secret_for(channel: Channel) -> RotatedSecret:
 
 class ChannelService:
     def __init__(
-        self, session: AsyncSession, workspace_id: uuid.UUID, settings: Settings, box: SecretBox
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        settings: Settings,
+        box: SecretBox,
+        cache: ChannelCache,
     ):
         self.session = session
+        self.cache = cache
         self.settings = settings
         self.box = box
         self.channels = ChannelRepository(session, workspace_id)
@@ -158,6 +165,7 @@ class ChannelService:
             channel.status = changes["status"]
         elif credentials and channel.status == ChannelStatus.AUTH_ERROR:
             channel.status = ChannelStatus.ACTIVE  # new credentials: try again
+        self.cache.forget(channel.id)
         await self.session.flush()
         await self.session.refresh(channel)
         return channel
@@ -166,11 +174,13 @@ class ChannelService:
         """Disconnect the number; its conversations and their provider records go too (the
         chat sessions, with their messages, stay)."""
         await self.channels.delete(await self.get(channel_id))
+        self.cache.forget(channel_id)
         await self.session.flush()
 
     async def rotate_secret(self, channel_id: uuid.UUID) -> RotatedSecret:
         """A new verify token / webhook secret; the old one stops working now."""
         channel = await self.get(channel_id)
         secret = secret_for(channel)
+        self.cache.forget(channel.id)
         await self.session.flush()
         return secret

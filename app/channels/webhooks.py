@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.channels.cache import ChannelCache, KnownChannel
 from app.channels.inbound import Received, receive
 from app.channels.providers import PROVIDERS
 from app.channels.providers.meta_cloud import verify_signature
@@ -32,15 +33,18 @@ def channel_not_found() -> NotFoundError:
 
 
 async def load_channel(
-    maker: async_sessionmaker[AsyncSession], channel_id: uuid.UUID, provider: str
-) -> Channel:
+    maker: async_sessionmaker[AsyncSession],
+    cache: ChannelCache,
+    box: SecretBox,
+    channel_id: uuid.UUID,
+    provider: str,
+) -> KnownChannel:
     """The channel a webhook URL names (not tenant-scoped: the URL's unguessable id and the
     request's signature or secret are what authenticate it)."""
-    async with maker() as db:
-        channel = await db.get(Channel, channel_id)
-    if channel is None or channel.provider != provider:
+    known = await cache.get(maker, box, channel_id)
+    if known is None or known.channel.provider != provider:
         raise channel_not_found()
-    return channel
+    return known
 
 
 def verify_handshake(
@@ -65,28 +69,25 @@ def parse_json(body: bytes, channel: Channel) -> Any:
 async def accept_meta(
     maker: async_sessionmaker[AsyncSession],
     settings: Settings,
-    box: SecretBox,
-    channel: Channel,
+    known: KnownChannel,
     body: bytes,
     signature: str | None,
 ) -> Received:
-    if not channel.app_secret_enc or not verify_signature(
-        box.decrypt(channel.app_secret_enc), body, signature
-    ):
+    if not known.app_secret or not verify_signature(known.app_secret, body, signature):
         raise invalid_signature("X-Hub-Signature-256 is missing or does not match the body.")
-    return await _accept(maker, settings, channel, parse_json(body, channel))
+    return await _accept(maker, settings, known, parse_json(body, known.channel))
 
 
 async def accept_whapi(
     maker: async_sessionmaker[AsyncSession],
     settings: Settings,
-    channel: Channel,
+    known: KnownChannel,
     body: bytes,
     secret: str | None,
 ) -> Received:
-    if not matches_digest(secret, channel.webhook_secret_hash):
+    if not matches_digest(secret, known.channel.webhook_secret_hash):
         raise invalid_signature("X-Webhook-Secret is missing or is not this channel's secret.")
-    return await _accept(maker, settings, channel, parse_json(body, channel))
+    return await _accept(maker, settings, known, parse_json(body, known.channel))
 
 
 def invalid_signature(message: str) -> UnauthorizedError:
@@ -94,13 +95,16 @@ def invalid_signature(message: str) -> UnauthorizedError:
 
 
 async def _accept(
-    maker: async_sessionmaker[AsyncSession], settings: Settings, channel: Channel, payload: Any
+    maker: async_sessionmaker[AsyncSession], settings: Settings, known: KnownChannel, payload: Any
 ) -> Received:
+    channel = known.channel
     if channel.status == ChannelStatus.DISABLED or payload is None:
         return Received()
     link_id = channel.phone_number_id if channel.provider == ChannelProvider.META_CLOUD else None
     inbound = PROVIDERS[channel.provider].parse(payload, link_id)
-    return await receive(maker, channel, inbound, settings.CHANNEL_DEFAULT_COUNTRY_CODE)
+    return await receive(
+        maker, channel, inbound, settings.CHANNEL_DEFAULT_COUNTRY_CODE, known.include_content
+    )
 
 
 # -- the seed's `POST /webhook/whapi` ---------------------------------------------------------
@@ -133,7 +137,10 @@ async def accept_seed(
     payload = parse_json(body, channel)
     if isinstance(payload, dict):
         _name_messages(payload, body)
-    return await _accept(maker, settings, channel, payload)
+    async with maker() as db:
+        project = await db.get(Project, channel.project_id)
+    known = KnownChannel(channel, None, bool(project and project.events_include_content), 0.0)
+    return await _accept(maker, settings, known, payload)
 
 
 def _name_messages(payload: dict[str, Any], body: bytes) -> None:
