@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -38,7 +43,7 @@ from tests import factories
 from tests.channels.helpers import APP_SECRET
 from tests.conftest import alembic_config
 from tests.fake_whatsapp import FakeWhatsApp, encode, meta_inbound, sign
-from tests.live import api_process, serve
+from tests.live import ROOT, api_process, serve
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -70,11 +75,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "RATE_LIMIT_USER_PER_MINUTE": "0",
         "REGISTRATIONS_PER_IP_PER_HOUR": "0",
     }
+    if args.separate_worker:  # the scaled-out topology: the API only acknowledges
+        env["WORKERS_IN_API"] = "false"
     fake = FakeWhatsApp()
-    with api_process(env) as api:
+    with api_process(env) as api, worker_process(env, args.separate_worker):
         async with (
             serve(fake.asgi()) as graph,
-            httpx.AsyncClient(base_url=api, timeout=httpx.Timeout(30.0)) as client,
+            httpx.AsyncClient(
+                base_url=api,
+                timeout=httpx.Timeout(30.0),
+                # as any sender should: without it a body sent after its headers waits for the
+                # peer's delayed ACK (40 ms)
+                transport=httpx.AsyncHTTPTransport(
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+                ),
+            ) as client,
         ):
             return await scenario(args, client, fake, graph)
 
@@ -157,6 +172,7 @@ async def scenario(
         "webhooks": len(acks),
         "contacts": args.contacts,
         "in_flight": args.in_flight,
+        "separate_worker": args.separate_worker,
         "all_200": statuses.count(200) == len(statuses),
         "ack": ack,
         "health_baseline": base,
@@ -170,6 +186,27 @@ async def scenario(
     }
     results["ok"] = bool(results["all_200"] and in_order and ack["p99_ms"] < args.budget_ms)
     return results
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], wanted: bool) -> Iterator[None]:
+    """`python -m app.worker` beside the API (when `wanted`), killed afterwards."""
+    if not wanted:
+        yield
+        return
+    worker_env = env | {"JOBS_POLL_SECONDS": "0.1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.worker"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
 
 
 def _replies(fake: FakeWhatsApp, contacts: list[str]) -> dict[str, list[int]]:
@@ -189,6 +226,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--jobs", type=int, default=4, help="JOBS_CONCURRENCY of the API")
     parser.add_argument("--in-flight", type=int, default=8, help="concurrent webhook requests")
+    parser.add_argument(
+        "--separate-worker",
+        action="store_true",
+        help="WORKERS_IN_API=false and one `python -m app.worker` process",
+    )
     return parser.parse_args()
 
 
