@@ -158,3 +158,50 @@ async def test_the_verification_handshake_answers_the_challenge_as_plain_text(
         },
     )
     assert unknown.status_code == 404
+
+
+async def test_media_is_stored_as_a_placeholder_and_a_batch_stores_every_message(
+    app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    async with fake_whatsapp() as (fake, url):
+        line = await meta_channel(client, owner, pid, url)
+        image = meta_inbound(
+            line.phone_number_id, "6281100003", "Foto KTP saya", "wamid.IMG1", kind="image"
+        )
+        second = {
+            "from": "6281100003",
+            "id": "wamid.TXT2",
+            "timestamp": "1749416390",
+            "type": "text",
+            "text": {"body": "Sudah saya kirim"},
+        }
+        image["entry"][0]["changes"][0]["value"]["messages"].append(second)
+        assert (await post_meta(client, line, image)).status_code == 200
+        conversation = await only_conversation(client, owner)
+        stored = await until(
+            lambda: messages(client, owner, conversation["id"]),
+            lambda m: len(m) == 3,
+            what="the reply",
+        )
+    assert [m["content"] for m in stored[:2]] == ["[image] Foto KTP saya", "Sudah saya kirim"]
+    assert len(fake.sends) == 1  # one turn answers both
+
+
+async def test_a_webhook_body_over_the_api_limit_is_accepted_on_the_webhook_route(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    line = await meta_channel(client, owner, pid, "http://127.0.0.1:9")
+    payload = meta_inbound(
+        line.phone_number_id, "6281100004", "x" * (2 * 1024 * 1024), "wamid.BIG1"
+    )
+    assert (await post_meta(client, line, payload)).status_code == 200
+    big_chat = await client.post(
+        "/chat",
+        content=b'{"message": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={**owner.headers, "content-type": "application/json"},
+    )
+    assert big_chat.status_code == 413

@@ -298,3 +298,31 @@ async def test_rotating_the_secrets_key_re_encrypts_every_channel(
         SecretBox(SecretStr(old)).decrypt(row.access_token_enc)
     with pytest.raises(SecretsKeyError):
         SecretBox(SecretStr("not-a-fernet-key"))
+
+
+async def test_pause_resume_resolve_and_reopen(app: FastAPI, client: httpx.AsyncClient) -> None:
+    owner, _, pid = await _team(client)
+    async with fake_whatsapp() as (fake, url):
+        line = await meta_channel(client, owner, pid, url)
+        await say(client, line, "6281300051", "Halo")
+        await until(lambda: fake.sends, lambda s: len(s) == 1, what="the bot's reply")
+        cid = (await only_conversation(client, owner))["id"]
+        paused = await _post(client, owner, f"/conversations/{cid}/pause")
+        assert paused.json()["mode"] == "paused"
+        await say(client, line, "6281300051", "Masih ada?")
+        resumed = await _post(client, owner, f"/conversations/{cid}/resume")
+        assert resumed.json()["mode"] == "bot"
+        assert (await _post(client, owner, f"/conversations/{cid}/resume")).status_code == 409
+        resolved = await _post(client, owner, f"/conversations/{cid}/resolve")
+        assert resolved.json()["status"] == "resolved"
+        refused = await _post(client, owner, f"/conversations/{cid}/pause")
+        assert refused.json()["error"]["code"] == "invalid_transition"
+        await say(client, line, "6281300051", "Saya kembali")  # the contact reopens it
+        await until(lambda: fake.sends, lambda s: len(s) == 2, what="the bot after reopening")
+        again = (await client.get(f"/conversations/{cid}", headers=owner.headers)).json()
+        assert (again["mode"], again["status"]) == ("bot", "open")
+        assert (await _post(client, owner, f"/conversations/{cid}/reopen")).status_code == 409
+        await _post(client, owner, f"/conversations/{cid}/resolve")
+        reopened = await _post(client, owner, f"/conversations/{cid}/reopen")
+        assert reopened.json()["status"] == "open"
+    assert len(fake.sends) == 2  # nothing was answered while paused

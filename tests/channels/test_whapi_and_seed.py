@@ -101,10 +101,20 @@ async def test_the_seed_admin_commands_assign_reply_and_unassign(
         await until(
             lambda: fake.texts_to(ADMIN), lambda t: len(t) == 4, what="the unknown user's answer"
         )
+        for index, command in enumerate(
+            ("pause 62812xxxx", "status 62812xxxx", "resume 62812xxxx")
+        ):
+            await _seed(seed, command, sender=ADMIN)
+            await until(
+                lambda n=index: len(fake.texts_to(ADMIN)) == 5 + n, bool, what=f"{command}'s answer"
+            )
     confirmations = fake.texts_to(ADMIN)
     assert "reply queued" in confirmations[1]
     assert "mode bot" in confirmations[2]
     assert "no conversation" in confirmations[3]
+    assert "mode paused" in confirmations[4]
+    assert confirmations[5].startswith("62812xxxx: mode paused")
+    assert "mode bot" in confirmations[6]
     # The admin's commands never reached the bot, nor became a conversation.
     assert [c["contact"]["id"] for c in await conversations(client, owner)] == ["62812xxxx"]
     assert len(upstream.requests) == 2
