@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +32,7 @@ from app.chat.service import title_from_message
 from app.conversations import commands
 from app.conversations.bot import queue_reply
 from app.conversations.transitions import DEVICE, Action, Actor, apply
+from app.core.db import autocommit_session, engine_of
 from app.core.driver import transaction
 from app.core.types import utcnow
 from app.events.recorder import mark_recorded
@@ -50,6 +52,7 @@ from app.models import (
 
 logger = logging.getLogger("app.channels")
 CONTACT = Actor("contact")
+WEBHOOK_SEEN_PRECISION = timedelta(minutes=1)
 
 
 class Duplicate(Exception):
@@ -73,6 +76,7 @@ async def receive(
     """Store everything in one webhook request: each message in its own transaction, then
     the statuses together."""
     outcome = Received()
+    await _note_webhook(maker, channel)
     for message in inbound.messages:
         try:
             async with transaction(maker) as db:
@@ -94,6 +98,31 @@ async def receive(
     if inbound.ignored:
         logger.info("webhook entries ignored channel_id=%s count=%d", channel.id, inbound.ignored)
     return outcome
+
+
+async def _note_webhook(maker: async_sessionmaker[AsyncSession], channel: Channel) -> None:
+    """Keep `last_webhook_at` (the channel's health) to the minute on Postgres, in a statement
+    of its own: not in the messages' transactions, where the channel's row would serialise
+    them. (On SQLite every message's transaction writes it first anyway, see `_store`.)"""
+    now = utcnow()
+    seen = channel.last_webhook_at
+    if engine_of(maker).dialect.name != "postgresql" or (
+        seen is not None and now - seen < WEBHOOK_SEEN_PRECISION
+    ):
+        return
+    async with autocommit_session(maker) as db:
+        await db.execute(
+            update(Channel)
+            .where(
+                Channel.id == channel.id,
+                or_(
+                    Channel.last_webhook_at.is_(None),
+                    Channel.last_webhook_at < now - WEBHOOK_SEEN_PRECISION,
+                ),
+            )
+            .values(last_webhook_at=now)
+        )
+    channel.last_webhook_at = now  # the cached copy: not again for a minute
 
 
 async def _store(

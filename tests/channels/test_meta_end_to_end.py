@@ -40,6 +40,8 @@ async def test_a_signed_message_gets_one_reply_whose_status_moves_forward(
         assert send.authorization == "Bearer EAAG-test-token"
         conversation = await only_conversation(client, owner)
         assert (conversation["mode"], conversation["status"]) == ("bot", "open")
+        health = (await client.get(f"/channels/{line.id}", headers=owner.headers)).json()
+        assert health["last_webhook_at"] is not None
         assert conversation["contact"] == {"id": "16505551234", "name": "Sheena Nelson"}
         stored = await until(
             lambda: messages(client, owner, conversation["id"]),

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import update
 
+from app.channels import __main__ as channels_cli
 from app.channels.__main__ import rotate_keys
 from app.channels.secrets import SecretBox, SecretsKeyError
 from app.core.types import utcnow
@@ -326,3 +327,17 @@ async def test_pause_resume_resolve_and_reopen(app: FastAPI, client: httpx.Async
         reopened = await _post(client, owner, f"/conversations/{cid}/reopen")
         assert reopened.json()["status"] == "open"
     assert len(fake.sends) == 2  # nothing was answered while paused
+
+
+async def test_the_rotate_keys_command_runs_against_the_configured_database(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    owner, _, pid = await _team(client)
+    await meta_channel(client, owner, pid, "http://127.0.0.1:9")
+    monkeypatch.setattr(channels_cli, "get_settings", lambda: settings)
+    assert await channels_cli.main(["rotate-keys"]) == 0
+    assert "re-encrypted the secrets of 1 channels" in capsys.readouterr().out
