@@ -61,6 +61,53 @@ def secret_for(channel: Channel) -> RotatedSecret:
     return RotatedSecret(webhook_secret=secret)
 
 
+def new_channel(
+    project_id: uuid.UUID, data: MetaChannelCreate | WhapiChannelCreate, box: SecretBox
+) -> Channel:
+    """The channel a create body describes, its secrets encrypted."""
+    channel = Channel(
+        id=uuid.uuid4(),
+        project_id=project_id,
+        provider=data.provider,
+        name=data.name,
+        status=ChannelStatus.ACTIVE,
+        base_url=data.base_url,
+        settings=data.settings.model_dump(exclude_none=True),
+        admin_numbers=[],
+    )
+    if isinstance(data, MetaChannelCreate):
+        channel.phone_number_id = data.phone_number_id
+        channel.display_phone_number = data.display_phone_number
+        channel.api_version = data.api_version
+        channel.access_token_enc = box.encrypt(data.access_token)
+        channel.app_secret_enc = box.encrypt(data.app_secret)
+    else:
+        channel.access_token_enc = box.encrypt(data.token)
+        channel.admin_numbers = list(data.admin_numbers)
+    return channel
+
+
+def apply_changes(channel: Channel, data: ChannelUpdate, box: SecretBox) -> None:
+    """A PATCH's fields on the channel; new credentials bring an `auth_error` one back."""
+    changes = data.model_dump(exclude_unset=True)
+    for field in ("name", "base_url", "api_version", "admin_numbers"):
+        if field in changes and (
+            changes[field] is not None or field in ("base_url", "api_version")
+        ):
+            setattr(channel, field, changes[field])
+    if data.settings is not None:
+        channel.settings = data.settings.model_dump(exclude_none=True)
+    credentials = False
+    if changes.get("access_token"):
+        channel.access_token_enc, credentials = box.encrypt(changes["access_token"]), True
+    if changes.get("app_secret") and channel.provider == ChannelProvider.META_CLOUD:
+        channel.app_secret_enc, credentials = box.encrypt(changes["app_secret"]), True
+    if changes.get("status") is not None:
+        channel.status = changes["status"]
+    elif credentials and channel.status == ChannelStatus.AUTH_ERROR:
+        channel.status = ChannelStatus.ACTIVE  # new credentials: try again
+
+
 class ChannelService:
     def __init__(
         self,
@@ -88,26 +135,9 @@ class ChannelService:
                 allow_private=self.settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS,
                 field="base_url",
             )
-        channel = Channel(
-            id=uuid.uuid4(),
-            project_id=project_id,
-            provider=data.provider,
-            name=data.name,
-            status=ChannelStatus.ACTIVE,
-            base_url=data.base_url,
-            settings=data.settings.model_dump(exclude_none=True),
-            admin_numbers=[],
-        )
         if isinstance(data, MetaChannelCreate):
             await self._check_number_free(data.phone_number_id)
-            channel.phone_number_id = data.phone_number_id
-            channel.display_phone_number = data.display_phone_number
-            channel.api_version = data.api_version
-            channel.access_token_enc = self.box.encrypt(data.access_token)
-            channel.app_secret_enc = self.box.encrypt(data.app_secret)
-        else:
-            channel.access_token_enc = self.box.encrypt(data.token)
-            channel.admin_numbers = list(data.admin_numbers)
+        channel = new_channel(project_id, data, self.box)
         secret = secret_for(channel)
         self.channels.add(channel)
         await self.session.flush()
@@ -142,29 +172,13 @@ class ChannelService:
 
     async def update(self, channel_id: uuid.UUID, data: ChannelUpdate) -> Channel:
         channel = await self.get(channel_id)
-        changes = data.model_dump(exclude_unset=True)
-        if changes.get("base_url"):
+        if data.base_url:
             await check_url(
-                changes["base_url"],
+                data.base_url,
                 allow_private=self.settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS,
                 field="base_url",
             )
-        for field in ("name", "base_url", "api_version", "admin_numbers"):
-            if field in changes and (
-                changes[field] is not None or field in ("base_url", "api_version")
-            ):
-                setattr(channel, field, changes[field])
-        if changes.get("settings") is not None:
-            channel.settings = data.settings.model_dump(exclude_none=True)  # type: ignore[union-attr]
-        credentials = False
-        if changes.get("access_token"):
-            channel.access_token_enc, credentials = self.box.encrypt(changes["access_token"]), True
-        if changes.get("app_secret") and channel.provider == ChannelProvider.META_CLOUD:
-            channel.app_secret_enc, credentials = self.box.encrypt(changes["app_secret"]), True
-        if changes.get("status") is not None:
-            channel.status = changes["status"]
-        elif credentials and channel.status == ChannelStatus.AUTH_ERROR:
-            channel.status = ChannelStatus.ACTIVE  # new credentials: try again
+        apply_changes(channel, data, self.box)
         self.cache.forget(channel.id)
         await self.session.flush()
         await self.session.refresh(channel)

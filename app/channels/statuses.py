@@ -19,27 +19,38 @@ RANK = {"queued": 0, "accepted": 1, "sent": 2, "delivered": 3, "read": 4, "playe
 WINDOW_CODE = "131047"
 
 
+def advanced(current: str, reported: str) -> str | None:
+    """The part's new status after a report, or None when the report would not move it
+    forward (an older, repeated or unknown status; anything after `failed`)."""
+    rank = RANK.get(reported)
+    if rank is None or current == "failed" or rank <= RANK.get(current, 0):
+        return None
+    return reported
+
+
 async def apply_status(db: AsyncSession, channel: Channel, status: StatusUpdate) -> bool:
     """Apply one status to its part; False when no part of ours has that id."""
     part = await _part_for(db, channel, status)
     if part is None:
         return False
+    await _apply(db, part, status)
+    return True
+
+
+async def _apply(db: AsyncSession, part: ChannelMessage, status: StatusUpdate) -> None:
     if status.pricing:
         part.pricing = status.pricing
-    if status.status == "failed":
-        code = status.error_code or "failed"
-        if part.status in ("delivered", "read"):
-            part.error_code, part.error_title = code, status.error_title
-            return True
-        await mark_failed(
-            db, part, code, status.error_title or "failed", window_closed=code == WINDOW_CODE
-        )
-        return True
-    rank = RANK.get(status.status)
-    if rank is not None and part.status != "failed" and rank > RANK.get(part.status, 0):
-        part.status = status.status
-        part.status_at = utcnow()
-    return True
+    if status.status != "failed":
+        if (new := advanced(part.status, status.status)) is not None:
+            part.status, part.status_at = new, utcnow()
+        return
+    code = status.error_code or "failed"
+    if part.status in ("delivered", "read"):  # it arrived: only note the error
+        part.error_code, part.error_title = code, status.error_title
+        return
+    await mark_failed(
+        db, part, code, status.error_title or "failed", window_closed=code == WINDOW_CODE
+    )
 
 
 async def _part_for(

@@ -137,6 +137,11 @@ async def test_the_queue_is_ordered_by_waiting_time_and_filters_by_assignee(
     assert [c["contact"]["id"] for c in nobody["items"]] == ["6281300011", "6281300013"]
     bad = await client.get("/conversations?assignee=someone", headers=agent.headers)
     assert bad.status_code == 422
+    query = {"mode": "human", "project_id": pid, "channel_id": line.id, "assignee": agent.user_id}
+    theirs = (await client.get("/conversations", params=query, headers=agent.headers)).json()
+    assert [c["contact"]["id"] for c in theirs["items"]] == ["6281300012"]
+    bots = (await client.get("/conversations?mode=bot", headers=agent.headers)).json()["items"]
+    assert bots == []
 
 
 async def test_an_operator_reply_is_sent_once_per_idempotency_key(

@@ -4,18 +4,35 @@ classifying every kind of send failure, through httpx's MockTransport (the real 
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from app.channels.outbound import split_text
 from app.channels.providers.base import Failure, Link, SendError
 from app.channels.providers.meta_cloud import MetaCloudProvider, verify_signature
 from app.channels.providers.whapi import WhapiProvider
+from app.channels.schemas import (
+    ChannelSettings,
+    ChannelUpdate,
+    MetaChannelCreate,
+    WhapiChannelCreate,
+)
+from app.channels.secrets import SecretBox
+from app.channels.service import apply_changes, new_channel
+from app.channels.statuses import advanced
 from app.conversations import commands
 from app.conversations.policy import HandoffPolicy, model_handoff, policy_of
-from app.models import Channel
+from app.conversations.service import conversation_read, message_read
+from app.conversations.transitions import Action, Actor, authorize
+from app.core.errors import ForbiddenError
+from app.core.types import utcnow
+from app.models import Channel, ChannelMessage, ChatMessage, Conversation
 from tests.fake_whatsapp import meta_error, meta_inbound, meta_status, sign, whapi_inbound
 
 META = MetaCloudProvider()
@@ -262,3 +279,118 @@ def test_long_text_is_split_at_paragraphs_lines_or_words() -> None:
     assert all(len(p) <= 100 for p in words) and " ".join(words).split() == ["word"] * 2000
     unbroken = split_text("x" * 250, limit=100)
     assert unbroken == ["x" * 100, "x" * 100, "x" * 50]
+
+
+def test_statuses_only_move_forward() -> None:
+    assert advanced("accepted", "sent") == "sent"
+    assert advanced("accepted", "read") == "read"  # `delivered` may never come
+    assert advanced("read", "delivered") is None
+    assert advanced("sent", "sent") is None
+    assert advanced("failed", "read") is None
+    assert advanced("sent", "deleted") is None
+
+
+def test_a_patch_changes_only_what_it_names_and_new_credentials_revive_the_channel() -> None:
+    box = SecretBox(SecretStr(Fernet.generate_key().decode()))
+    body = MetaChannelCreate(
+        provider="meta_cloud",
+        name="Support",
+        phone_number_id="106540352242922",
+        access_token="EAAG",
+        app_secret="sec",
+    )
+    channel = new_channel(uuid.uuid4(), body, box)
+    assert box.decrypt(channel.access_token_enc) == "EAAG"
+    assert channel.app_secret_enc and box.decrypt(channel.app_secret_enc) == "sec"
+    channel.status = "auth_error"
+    apply_changes(channel, ChannelUpdate(name="Renamed"), box)
+    assert (channel.name, channel.status) == ("Renamed", "auth_error")
+    apply_changes(
+        channel,
+        ChannelUpdate(access_token="EAAG-2", settings=ChannelSettings(handoff_message="Tunggu")),
+        box,
+    )
+    assert channel.status == "active" and box.decrypt(channel.access_token_enc) == "EAAG-2"
+    assert channel.settings == {"handoff_message": "Tunggu"}
+    apply_changes(channel, ChannelUpdate(status="disabled", base_url=None), box)
+    assert (channel.status, channel.base_url) == ("disabled", None)
+    whapi = new_channel(
+        uuid.uuid4(),
+        WhapiChannelCreate(provider="whapi", name="S", token="t", admin_numbers=["62811"]),
+        box,
+    )
+    assert whapi.admin_numbers == ["62811"] and whapi.app_secret_enc is None
+
+
+def _conversation(**fields: Any) -> Conversation:
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "workspace_id": uuid.uuid4(),
+        "project_id": uuid.uuid4(),
+        "channel_id": uuid.uuid4(),
+        "chat_session_id": uuid.uuid4(),
+        "contact_id": "6281",
+        "mode": "bot",
+        "status": "open",
+        "unread_count": 0,
+        "version": 1,
+        "window_closed": False,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+    }
+    return Conversation(**(values | fields))
+
+
+def test_agents_act_on_their_own_or_unassigned_conversations_only() -> None:
+    me, other = uuid.uuid4(), uuid.uuid4()
+    agent = Actor("user", me, "a@example.com", "agent")
+    admin = Actor("user", other, "b@example.com", "admin")
+    mine, theirs, nobodys = (
+        _conversation(assignee_user_id=me),
+        _conversation(assignee_user_id=other),
+        _conversation(),
+    )
+    for action in (Action.RELEASE, Action.PAUSE, Action.RESOLVE, Action.TAKEOVER):
+        authorize(agent, action, mine)
+        authorize(agent, action, nobodys)
+        with pytest.raises(ForbiddenError):
+            authorize(agent, action, theirs)
+        authorize(admin, action, mine)
+    authorize(agent, Action.ASSIGN, nobodys, assignee_id=me)
+    with pytest.raises(ForbiddenError):
+        authorize(agent, Action.ASSIGN, nobodys, assignee_id=other)
+    with pytest.raises(ForbiddenError):
+        authorize(agent, Action.ASSIGN, theirs, assignee_id=me, force=True)
+    authorize(admin, Action.ASSIGN, mine, assignee_id=other, force=True)
+    authorize(Actor("bot"), Action.HANDOFF, theirs)
+
+
+def test_the_window_and_the_delivery_status_a_reader_sees() -> None:
+    fresh = _conversation(last_inbound_at=utcnow() - timedelta(hours=1))
+    stale = _conversation(last_inbound_at=utcnow() - timedelta(hours=25))
+    closed = _conversation(last_inbound_at=utcnow(), window_closed=True)
+    assert conversation_read(fresh, "meta_cloud").can_reply is True
+    assert conversation_read(stale, "meta_cloud").can_reply is False
+    assert conversation_read(closed, "meta_cloud").can_reply is False
+    assert conversation_read(stale, "whapi").can_reply is True  # no such window on Whapi
+    assert conversation_read(_conversation(), "meta_cloud").window_expires_at is None
+    message = ChatMessage(
+        id=uuid.uuid4(),
+        seq=2,
+        role="assistant",
+        content="hi",
+        status="complete",
+        author_type="bot",
+        created_at=utcnow(),
+    )
+
+    def part(status: str, code: str | None = None) -> ChannelMessage:
+        return ChannelMessage(status=status, error_code=code, error_title="t" if code else None)
+
+    assert message_read(message, [part("read"), part("sent")]).delivery_status == "sent"
+    failed = message_read(message, [part("read"), part("failed", "131026")])
+    assert failed.delivery_status == "failed" and failed.error is not None
+    assert failed.error.code == "131026"
+    assert message_read(message, []).delivery_status is None
+    message.status = "suppressed"
+    assert message_read(message, [part("queued")]).delivery_status == "suppressed"
