@@ -136,14 +136,14 @@ async def accept_seed(
     channel = await _seed_channel(maker, settings, box)
     payload = parse_json(body, channel)
     if isinstance(payload, dict):
-        _name_messages(payload, body)
+        name_messages(payload, body)
     async with maker() as db:
         project = await db.get(Project, channel.project_id)
     known = KnownChannel(channel, None, bool(project and project.events_include_content), 0.0)
     return await _accept(maker, settings, known, payload)
 
 
-def _name_messages(payload: dict[str, Any], body: bytes) -> None:
+def name_messages(payload: dict[str, Any], body: bytes) -> None:
     """The seed's payload has no message ids: name each by the body's hash and its place, so
     an exact re-delivery is recognised."""
     messages = payload.get("messages")

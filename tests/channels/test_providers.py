@@ -13,10 +13,11 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from app.channels.links import link_for
 from app.channels.outbound import split_text
 from app.channels.providers.base import Failure, Link, SendError
 from app.channels.providers.meta_cloud import MetaCloudProvider, verify_signature
-from app.channels.providers.whapi import WhapiProvider
+from app.channels.providers.whapi import WhapiProvider, contact_of
 from app.channels.schemas import (
     ChannelSettings,
     ChannelUpdate,
@@ -26,6 +27,7 @@ from app.channels.schemas import (
 from app.channels.secrets import SecretBox
 from app.channels.service import apply_changes, new_channel
 from app.channels.statuses import advanced
+from app.channels.webhooks import name_messages, parse_json
 from app.conversations import commands
 from app.conversations.policy import HandoffPolicy, model_handoff, policy_of
 from app.conversations.service import conversation_read, message_read
@@ -33,6 +35,7 @@ from app.conversations.transitions import Action, Actor, authorize
 from app.core.errors import ForbiddenError
 from app.core.types import utcnow
 from app.models import Channel, ChannelMessage, ChatMessage, Conversation
+from tests.conftest import make_settings
 from tests.fake_whatsapp import meta_error, meta_inbound, meta_status, sign, whapi_inbound
 
 META = MetaCloudProvider()
@@ -394,3 +397,31 @@ def test_the_window_and_the_delivery_status_a_reader_sees() -> None:
     assert message_read(message, []).delivery_status is None
     message.status = "suppressed"
     assert message_read(message, [part("queued")]).delivery_status == "suppressed"
+
+
+def test_links_seed_names_and_bodies_that_are_not_json() -> None:
+    settings = make_settings("sqlite+aiosqlite://", WHAPI_BASE_URL="https://whapi.test")
+    box = SecretBox(settings.CHANNEL_SECRETS_KEY)
+    meta = Channel(
+        provider="meta_cloud", access_token_enc=box.encrypt("tok"), phone_number_id="111"
+    )
+    link = link_for(meta, box, settings)
+    assert (link.base_url, link.api_version, link.token) == (
+        "https://graph.facebook.com",
+        "v23.0",
+        "tok",
+    )
+    whapi = Channel(provider="whapi", access_token_enc=box.encrypt("t2"), base_url=None)
+    assert link_for(whapi, box, settings).base_url == "https://whapi.test"
+    payload: dict[str, Any] = {
+        "messages": [{"from": "62811xxxx", "text": {"body": "Halo"}}, {"id": "kept"}]
+    }
+    name_messages(payload, b"the raw body")
+    assert (
+        payload["messages"][0]["id"].startswith("seed:") and payload["messages"][1]["id"] == "kept"
+    )
+    again: dict[str, Any] = {"messages": [{"from": "62811xxxx", "text": {"body": "Halo"}}]}
+    name_messages(again, b"the raw body")
+    assert again["messages"][0]["id"] == payload["messages"][0]["id"]  # a re-delivery dedupes
+    assert parse_json(b"{not json", meta) is None
+    assert contact_of("+62811@s.whatsapp.net") == "62811"
