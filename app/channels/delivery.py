@@ -46,7 +46,11 @@ def send_job(
     maker: async_sessionmaker[AsyncSession],
     client: httpx.AsyncClient,
     box: SecretBox,
+    trusted: httpx.AsyncClient,
 ) -> JobKind:
+    """`client` passes the outbound guard (tenants' base URLs); `trusted` does not, for the
+    channel configured by the deployment's own WHAPI_* settings."""
+
     async def send(job: JobRun) -> None:
         part_id = uuid.UUID(job.payload["channel_message_id"])
         async with maker() as db:
@@ -78,7 +82,7 @@ def send_job(
         provider = PROVIDERS[channel.provider]
         try:
             sent = await provider.send_text(
-                client,
+                trusted if channel.from_settings else client,
                 link_for(channel, box, settings),
                 part.recipient or "",
                 part.body or "",

@@ -74,6 +74,8 @@ class Background:
         self.channels = outbound_client(
             settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS, settings.CHANNEL_SEND_TIMEOUT_SECONDS
         )
+        # The seed channel's WHAPI_BASE_URL is the deployment's own setting, not a tenant's.
+        self.trusted = httpx.AsyncClient(timeout=settings.CHANNEL_SEND_TIMEOUT_SECONDS)
         self._llm_client: httpx.AsyncClient | None = None
         if registry is None:
             self._llm_client = llm_client(settings)
@@ -85,7 +87,7 @@ class Background:
             DELIVER_KIND: webhook_job(settings, maker, self.outbound),
             SWEEP_KIND: sweep_job(settings, maker),
             STALE_REPLIES_KIND: stale_replies_job(settings, maker),
-            SEND_KIND: send_job(settings, maker, self.channels, self.secrets),
+            SEND_KIND: send_job(settings, maker, self.channels, self.secrets, self.trusted),
             REPLY_KIND: reply_job(settings, maker, registry, configs or ProjectConfigs()),
         }
         if self.publisher is not None:
@@ -147,6 +149,7 @@ class Background:
     async def close(self) -> None:
         await self.outbound.aclose()
         await self.channels.aclose()
+        await self.trusted.aclose()
         if self._llm_client is not None:
             await self._llm_client.aclose()
         if self.publisher is not None:

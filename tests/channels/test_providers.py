@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import timedelta
+from ipaddress import ip_address
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 
 from app.channels.links import link_for
 from app.channels.outbound import split_text
-from app.channels.providers.base import Failure, Link, SendError
+from app.channels.providers.base import Failure, Link, SendError, transport_failure
 from app.channels.providers.meta_cloud import MetaCloudProvider, verify_signature
 from app.channels.providers.whapi import WhapiProvider, contact_of
 from app.channels.schemas import (
@@ -33,6 +34,7 @@ from app.conversations.policy import HandoffPolicy, model_handoff, policy_of
 from app.conversations.service import conversation_read, message_read
 from app.conversations.transitions import Action, Actor, authorize
 from app.core.errors import ForbiddenError
+from app.core.outbound import OutboundAddressRefused
 from app.core.types import utcnow
 from app.models import Channel, ChannelMessage, ChatMessage, Conversation
 from tests.conftest import make_settings
@@ -425,3 +427,12 @@ def test_links_seed_names_and_bodies_that_are_not_json() -> None:
     assert again["messages"][0]["id"] == payload["messages"][0]["id"]  # a re-delivery dedupes
     assert parse_json(b"{not json", meta) is None
     assert contact_of("+62811@s.whatsapp.net") == "62811"
+
+
+def test_a_refused_address_fails_for_good_and_other_network_errors_are_retried() -> None:
+    refused = transport_failure(
+        OutboundAddressRefused("internal.test", ip_address("10.0.0.5"), "private")
+    )
+    assert (refused.failure, refused.code) == (Failure.PERMANENT, "url_not_allowed")
+    assert transport_failure(httpx.ConnectError("refused")).failure == Failure.RETRY
+    assert transport_failure(httpx.RemoteProtocolError("cut")).failure == Failure.AMBIGUOUS

@@ -43,6 +43,8 @@ async def test_the_seed_curl_gets_ok_and_the_bot_answers_through_whapi(
             WHAPI_PROJECT_ID=pid,
             WHAPI_BASE_URL=url,
             WHAPI_ADMINS=ADMIN,
+            # the deployment's own WHAPI_BASE_URL is trusted: the guard is for tenants' URLs
+            OUTBOUND_ALLOW_PRIVATE_NETWORKS=False,
         )
         response = await _seed(seed, "Halo saya butuh bantuan")
         assert response.status_code == 200, response.text

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from app.core.outbound import OutboundAddressRefused
+
 
 @dataclass(frozen=True)
 class Link:
@@ -112,7 +114,10 @@ class ChannelProvider(Protocol):
 
 
 def transport_failure(exc: httpx.HTTPError) -> SendError:
-    """A network failure: before the request left (retry) or after (ambiguous)."""
+    """A network failure: before the request left (retry) or after (ambiguous). A base URL the
+    outbound guard refuses fails for good: retrying cannot change where it points."""
+    if isinstance(exc, OutboundAddressRefused):
+        return SendError(Failure.PERMANENT, str(exc), code="url_not_allowed")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return SendError(Failure.RETRY, f"could not connect: {type(exc).__name__}")
     return SendError(Failure.AMBIGUOUS, f"no answer after sending: {type(exc).__name__}")
