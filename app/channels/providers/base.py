@@ -123,6 +123,14 @@ def transport_failure(exc: httpx.HTTPError) -> SendError:
     return SendError(Failure.AMBIGUOUS, f"no answer after sending: {type(exc).__name__}")
 
 
+def to_int(value: Any) -> int | None:
+    """A provider's number, which may come as a string (Meta's timestamps), or None."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after", "")
     return float(value) if value.isdigit() else None

@@ -21,6 +21,7 @@ from app.channels.providers.base import (
     Sent,
     StatusUpdate,
     retry_after,
+    to_int,
     transport_failure,
 )
 
@@ -66,19 +67,12 @@ def _status(item: dict[str, Any]) -> StatusUpdate | None:
     return StatusUpdate(
         external_id=str(item["id"]),
         status=str(item["status"]),
-        timestamp=_int(item.get("timestamp")),
+        timestamp=to_int(item.get("timestamp")),
         error_code=str(error["code"]) if error.get("code") is not None else None,
         error_title=error.get("title") or error.get("message"),
         callback=item.get("biz_opaque_callback_data"),
         pricing=item.get("pricing") if isinstance(item.get("pricing"), dict) else None,
     )
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class MetaCloudProvider:
@@ -117,7 +111,7 @@ class MetaCloudProvider:
                     kind=kind,
                     text=text,
                     contact_name=names.get(sender),
-                    timestamp=_int(message.get("timestamp")),
+                    timestamp=to_int(message.get("timestamp")),
                 )
             )
         for item in value.get("statuses") or []:

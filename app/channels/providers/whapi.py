@@ -21,6 +21,7 @@ from app.channels.providers.base import (
     Sent,
     StatusUpdate,
     retry_after,
+    to_int,
     transport_failure,
 )
 
@@ -51,7 +52,7 @@ class WhapiProvider:
                     StatusUpdate(
                         external_id=str(item["id"]),
                         status=str(item["status"]),
-                        timestamp=_int(item.get("timestamp")),
+                        timestamp=to_int(item.get("timestamp")),
                     )
                 )
             else:
@@ -83,7 +84,7 @@ class WhapiProvider:
             text=text,
             contact_name=message.get("from_name"),
             from_me=from_me,
-            timestamp=_int(message.get("timestamp")),
+            timestamp=to_int(message.get("timestamp")),
         )
 
     async def send_text(
@@ -133,10 +134,3 @@ def _error_title(data: Any) -> str | None:
         if isinstance(error, str):
             return error
     return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
