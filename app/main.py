@@ -35,6 +35,7 @@ from app.conversations.router import conversations_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
+from app.core.heap import settle_after_startup
 from app.core.logging import RequestContextMiddleware, configure_logging
 from app.core.metrics import Metrics, MetricsMiddleware
 from app.core.middleware import (
@@ -182,6 +183,7 @@ def _lifespan(
             )
         if settings.ENVIRONMENT == "production" and settings.is_sqlite:
             logger.warning("running in production on SQLite; use Postgres (DATABASE_URL)")
+        settle_after_startup()
         try:
             yield
         finally:

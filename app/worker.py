@@ -11,6 +11,7 @@ import signal
 from app.audit.recorder import AuditedSession
 from app.core.config import get_settings
 from app.core.db import create_engine, create_sessionmaker
+from app.core.heap import settle_after_startup
 from app.core.logging import configure_logging
 from app.jobs.setup import Background
 
@@ -31,6 +32,7 @@ async def main() -> None:
     name = background.worker.name
     logger.info("worker started name=%s", name)
     background.start()
+    settle_after_startup()
     await stop.wait()
     await background.stop()
     await engine.dispose()

@@ -24,6 +24,8 @@ from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.channels import contact_message
+from app.channels.contact_message import Duplicate
 from app.channels.providers.base import Inbound, InboundMessage
 from app.channels.statuses import apply_status
 from app.chat.events import message_created, session_created
@@ -53,10 +55,6 @@ from app.models import (
 logger = logging.getLogger("app.channels")
 CONTACT = Actor("contact")
 WEBHOOK_SEEN_PRECISION = timedelta(minutes=1)
-
-
-class Duplicate(Exception):
-    """This provider message id is already stored: the webhook was delivered again."""
 
 
 @dataclass
@@ -132,9 +130,8 @@ async def _store(
     country_code: str,
     include_content: bool,
 ) -> None:
-    """One message: in the steady state BEGIN, the conversation's lock (which also records
-    the inbound message on it), the message's position, its INSERTs (message, event, provider
-    id, reply job), COMMIT."""
+    """One message. A contact's, on Postgres: BEGIN, one statement
+    (app/channels/contact_message.py), COMMIT."""
     if db.get_bind().dialect.name != "postgresql":
         # SQLite: write first, so this transaction holds the write lock from its start (a
         # read first could leave it unable to write later).
@@ -153,6 +150,15 @@ async def _store(
         conversation = await _conversation(db, channel, message, include_content, {})
         await _from_device(db, channel, conversation, message, include_content)
         return
+    if db.get_bind().dialect.name == "postgresql":
+        stored = await contact_message.store(db, channel, message, include_content)
+        if stored.status == ConversationStatus.RESOLVED:
+            reopened = await _lock_by_contact(db, channel.id, message.contact_id, {})
+            assert reopened is not None  # noqa: S101 - the statement locked it
+            await _reopen(db, reopened)
+            await queue_reply(db, reopened.workspace_id, reopened.id, stored.message_id)
+        return
+    # SQLite: the same through the ORM.
     inbound = {
         "last_inbound_at": utcnow(),
         "last_inbound_external_id": message.external_id,
@@ -167,11 +173,16 @@ async def _store(
     user_message = await _add_message(db, conversation, message, include_content)
     await _claim_id(db, channel, conversation.id, user_message.id, message.external_id)
     if conversation.status == ConversationStatus.RESOLVED:
-        conversation.mode, conversation.assignee_user_id = Mode.BOT, None
-        conversation.unread_count = 0
-        await apply(db, conversation, Action.REOPEN, CONTACT)
+        await _reopen(db, conversation)
     if conversation.mode == Mode.BOT:
-        await queue_reply(db, conversation, user_message)
+        await queue_reply(db, conversation.workspace_id, conversation.id, user_message.id)
+
+
+async def _reopen(db: AsyncSession, conversation: Conversation) -> None:
+    """A resolved conversation's contact writes again: back to the bot, unassigned."""
+    conversation.mode, conversation.assignee_user_id = Mode.BOT, None
+    conversation.unread_count = 0
+    await apply(db, conversation, Action.REOPEN, CONTACT)
 
 
 async def _claim_id(

@@ -52,15 +52,22 @@ logger = logging.getLogger("app.conversations")
 REPLY_KIND = "conversation.reply"
 
 
-async def queue_reply(db: AsyncSession, conversation: Conversation, message: ChatMessage) -> None:
+REPLY_ATTEMPTS = 3
+
+
+async def queue_reply(
+    db: AsyncSession, workspace_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> None:
+    """The bot's turn for a contact's message. (The steady-state inbound statement,
+    app/channels/inbound.py `_STEADY`, writes this same row itself.)"""
     await enqueue(
         db,
         REPLY_KIND,
-        {"conversation_id": str(conversation.id), "message_id": str(message.id)},
-        workspace_id=conversation.workspace_id,
-        dedupe_key=f"reply:{message.id}",
-        ordering_key=f"conversation:{conversation.id}",
-        max_attempts=3,
+        {"conversation_id": str(conversation_id), "message_id": str(message_id)},
+        workspace_id=workspace_id,
+        dedupe_key=f"reply:{message_id}",
+        ordering_key=f"conversation:{conversation_id}",
+        max_attempts=REPLY_ATTEMPTS,
     )
 
 

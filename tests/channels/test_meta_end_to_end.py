@@ -4,6 +4,7 @@ the (fake) Graph API, stored, with its delivery status moved forward by status w
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -214,3 +215,77 @@ async def test_a_webhook_body_over_the_api_limit_is_accepted_on_the_webhook_rout
         headers={**owner.headers, "content-type": "application/json"},
     )
     assert big_chat.status_code == 413
+
+
+async def test_a_contact_s_messages_are_stored_with_their_events_in_session_order(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The webhook's own statements (app/channels/contact_message.py on Postgres, the ORM on
+    SQLite) write what a chat turn's do: positions, session events, their data."""
+    owner = await factories.account(client)
+    project = await factories.create_project(client, owner, events_include_content=True)
+    pid = project["id"]
+    async with fake_whatsapp() as (fake, url):
+        line = await meta_channel(client, owner, pid, url)
+        await say(client, line, "6281200001", "Halo")
+        await until(lambda: fake.sends, lambda sends: len(sends) == 1, what="the first reply")
+        await say(client, line, "6281200001", "Ada promo?")
+        await until(lambda: fake.sends, lambda sends: len(sends) == 2, what="the second reply")
+        conversation = await only_conversation(client, owner)
+        stored = await messages(client, owner, conversation["id"])
+        events = await until(
+            lambda: _feed(client, owner, pid),
+            lambda items: len([e for e in items if e["type"] == "reply.completed"]) == 2,
+            what="the events",
+        )
+    session_id = conversation["chat_session_id"]
+    mine = [e for e in events if e.get("sessionid") == session_id]
+    assert [(e["type"], e["sequence"]) for e in mine] == [
+        ("session.created", 1),
+        ("message.created", 2),
+        ("reply.completed", 3),
+        ("message.created", 4),
+        ("reply.completed", 5),
+    ]
+    opened = mine[0]["data"]
+    assert opened == {
+        "session_id": session_id,
+        "end_user_id": "whatsapp:6281200001",
+        "title": "Sheena Nelson",
+    }
+    first = mine[1]
+    assert first["subject"] == stored[0]["id"]
+    assert first["data"] == {
+        "message_id": stored[0]["id"],
+        "session_id": session_id,
+        "role": "user",
+        "characters": len("Halo"),
+        "end_user_id": "whatsapp:6281200001",
+        "author": "contact",
+        "content": "Halo",
+    }
+    contact_said = [e["data"]["content"] for e in mine if e["data"].get("author") == "contact"]
+    assert contact_said == ["Halo", "Ada promo?"]
+
+
+async def test_two_first_messages_of_a_new_contact_at_once_share_one_conversation(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    async with fake_whatsapp() as (fake, url):
+        line = await meta_channel(client, owner, pid, url)
+        texts = [f"message {index}" for index in range(4)]
+        await asyncio.gather(*(say(client, line, "6281300001", text) for text in texts))
+        conversation = await only_conversation(client, owner)
+        stored = await messages(client, owner, conversation["id"])
+        await until(lambda: fake.sends, lambda sends: len(sends) >= 1, what="a reply")
+    contact = [m for m in stored if m["author"]["type"] == "contact"]
+    assert sorted(m["content"] for m in contact) == texts
+    assert conversation["unread_count"] == 0
+
+
+async def _feed(client: httpx.AsyncClient, owner: factories.Account, pid: str) -> list[Any]:
+    response = await client.get(f"/projects/{pid}/events?limit=500", headers=owner.headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
