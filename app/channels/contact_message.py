@@ -3,9 +3,9 @@
 What `inbound._store` does through the ORM (lock or make the conversation, take the session's
 next positions, store the message and its event, claim the provider id, queue the reply), as a
 chain of data-modifying CTEs run by asyncpg itself (app/core/driver.py): one round trip instead
-of about eight, and none of the ORM's per-statement work. It is most of what a webhook costs:
-4.1 ms of the API process's CPU per message before, about 1.5 ms after
-(tests/bench/channel_burst.py, README "Performance").
+of about eight, and none of the ORM's per-statement work, which was most of what a webhook
+cost: 4.1-4.8 ms of the API process's CPU per message before, 1.3-1.5 ms after (README,
+"Performance": "WhatsApp webhooks").
 
 The provider id is claimed first, and everything else hangs off its RETURNING: a re-delivered
 message writes nothing. `_EXISTING` serves a contact whose conversation exists; `_FIRST` makes
