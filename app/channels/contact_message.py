@@ -159,6 +159,26 @@ async def store(
 ) -> Stored:
     """Store a contact's message (Duplicate if it is stored already), in the caller's
     transaction (app/core/driver.py `transaction`)."""
+    existing, first = parameters(channel, message, include_content)
+    connection = await db.connection()
+    [row] = await run(connection, _EXISTING, existing)
+    if not row["conversation"]:
+        [row] = await run(connection, _FIRST, existing | first)
+        if not row["conversation"]:  # another request made it first: it is there now
+            [row] = await run(connection, _EXISTING, existing)
+    if not row["claimed"]:
+        raise Duplicate(message.external_id)
+    mark_recorded(db)
+    if row["queued"]:
+        db.info["jobs_enqueued"] = True
+    return Stored(existing["message_id"], row["status"])
+
+
+def parameters(
+    channel: Channel, message: InboundMessage, include_content: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters of `_EXISTING`, and those `_FIRST` adds. The events' data are those of
+    `app.chat.events` (`message.created` gets its `session_id` in the statement)."""
     now = utcnow()
     message_id = uuid.uuid4()
     end_user_id = f"whatsapp:{message.contact_id}"[:200]
@@ -171,7 +191,7 @@ async def store(
     }
     if include_content:
         data["content"] = message.text
-    params: dict[str, Any] = {
+    existing: dict[str, Any] = {
         "channel_id": channel.id,
         "contact_id": message.contact_id,
         "claim_id": uuid.uuid4(),
@@ -188,28 +208,17 @@ async def store(
         "job_id": uuid.uuid4(),
         "dedupe_key": f"reply:{message_id}",
     }
-    connection = await db.connection()
-    [row] = await run(connection, _EXISTING, params)
-    if not row["conversation"]:
-        session_id = uuid.uuid4()
-        opened: dict[str, Any] = {"session_id": str(session_id), "end_user_id": end_user_id}
-        title = title_from_message(message.contact_name or message.contact_id)
-        if include_content:
-            opened["title"] = title
-        first = params | {
-            "conversation_id": uuid.uuid4(),
-            "session_id": session_id,
-            "end_user_id": end_user_id,
-            "title": title,
-            "opened_id": uuid.uuid4(),
-            "opened_data": _JSON.encode(opened),
-        }
-        [row] = await run(connection, _FIRST, first)
-        if not row["conversation"]:  # another request made it first: it is there now
-            [row] = await run(connection, _EXISTING, params)
-    if not row["claimed"]:
-        raise Duplicate(message.external_id)
-    mark_recorded(db)
-    if row["queued"]:
-        db.info["jobs_enqueued"] = True
-    return Stored(message_id, row["status"])
+    session_id = uuid.uuid4()
+    title = title_from_message(message.contact_name or message.contact_id)
+    opened: dict[str, Any] = {"session_id": str(session_id), "end_user_id": end_user_id}
+    if include_content:
+        opened["title"] = title
+    first = {
+        "conversation_id": uuid.uuid4(),
+        "session_id": session_id,
+        "end_user_id": end_user_id,
+        "title": title,
+        "opened_id": uuid.uuid4(),
+        "opened_data": _JSON.encode(opened),
+    }
+    return existing, first
