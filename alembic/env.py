@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.models import Base
+from app.models.knowledge import include_name
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -32,6 +33,7 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
         target_metadata=target_metadata,
         render_as_batch=dialect.startswith("sqlite"),  # SQLite alters tables by copying them
         compare_type=True,
+        include_name=include_name,  # the search structures the models do not map
         literal_binds=connection is None,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -48,6 +49,8 @@ from app.events.router import feed_router, jobs_router, webhooks_router
 from app.health.router import router as health_router
 from app.intents.router import router as intents_router
 from app.jobs.setup import Background, llm_client
+from app.knowledge.router import UPLOAD_PATH
+from app.knowledge.router import router as knowledge_router
 from app.llm.registry import build_registry
 from app.projects.config import ProjectConfigs
 from app.projects.router import router as projects_router
@@ -124,6 +127,12 @@ TAGS = [
         "name": "Channel webhooks",
         "description": "Called by the providers (signed or carrying the channel's secret); the "
         "seed's `POST /webhook/whapi` too.",
+    },
+    {
+        "name": "Knowledge",
+        "description": "Documents the bot answers from: upload PDF, HTML, Markdown, text or "
+        "DOCX (indexed in the background), read their chunks with pages and offsets, and "
+        "test retrieval.",
     },
     {"name": "Health", "description": "Liveness and readiness probes."},
 ]
@@ -237,6 +246,7 @@ def create_app(
         channels_router,
         conversations_router,
         provider_webhooks_router,
+        knowledge_router,
     ):
         document_caller_errors(router.routes)
         app.include_router(router)
@@ -249,6 +259,9 @@ def create_app(
         larger=(
             ("/webhooks/", settings.CHANNEL_WEBHOOK_MAX_BYTES),
             ("/webhook/", settings.CHANNEL_WEBHOOK_MAX_BYTES),
+            # Document uploads: the file's own limit (413 `too_large` past it), plus room for
+            # the multipart framing and the title.
+            (re.compile(UPLOAD_PATH), settings.KNOWLEDGE_MAX_FILE_BYTES + 64 * 1024),
         ),
     )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.ENVIRONMENT == "production")

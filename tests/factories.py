@@ -94,6 +94,23 @@ async def create_intent(
     return response.json()
 
 
+async def document(
+    client: httpx.AsyncClient,
+    owner: Account,
+    project_id: str,
+    title: str = "Returns policy",
+    text: str = "# Returns\n\nItems can be returned within 30 days.",
+) -> dict[str, Any]:
+    """A knowledge document given as text (202: indexed in the background)."""
+    response = await client.post(
+        f"/projects/{project_id}/knowledge/documents",
+        json={"title": title, "text": text},
+        headers=owner.headers,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
 async def api_key(
     client: httpx.AsyncClient, owner: Account, project_id: str, **fields: Any
 ) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from app.core.db import create_engine
 from app.models import Base
+from app.models.knowledge import include_name
 from tests.conftest import alembic_config, make_settings
 
 
@@ -26,12 +27,15 @@ async def _inspect(url: str, fn: Callable[[Connection], Any]) -> Any:
 
 
 def _diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_name": include_name}
+    )
     return list(compare_metadata(context, Base.metadata))
 
 
 def _tables(connection: Connection) -> set[str]:
-    return set(inspect(connection).get_table_names()) - {"alembic_version"}
+    names = set(inspect(connection).get_table_names()) - {"alembic_version"}
+    return {name for name in names if include_name(name, "table", {})}
 
 
 def test_upgrade_downgrade_upgrade(database_factory: Callable[[], str]) -> None:

@@ -109,6 +109,18 @@ class Settings(BaseSettings):
     WHAPI_PROJECT_ID: uuid.UUID | None = None
     # When set, the seed endpoint's requests must carry it in `X-Webhook-Secret`.
     WHAPI_WEBHOOK_SECRET: SecretStr | None = None
+    # Knowledge bases (app/knowledge/). Uploads get KNOWLEDGE_MAX_FILE_BYTES as their body
+    # limit (plus the multipart framing) instead of MAX_REQUEST_BODY_BYTES.
+    KNOWLEDGE_MAX_FILE_BYTES: int = Field(default=20 * 1000 * 1000, ge=1024)
+    KNOWLEDGE_MAX_PAGES: int = Field(default=1000, ge=1)
+    KNOWLEDGE_MAX_CHARS: int = Field(default=5_000_000, ge=1000)
+    KNOWLEDGE_MAX_DOCUMENTS_PER_PROJECT: int = Field(default=500, ge=1)
+    KNOWLEDGE_MAX_BYTES_PER_PROJECT: int = Field(default=200 * 1000 * 1000, ge=1024)
+    # Parsing runs in a child process with this much address space and time.
+    KNOWLEDGE_PARSE_MEMORY_MB: int = Field(default=1024, ge=128)
+    KNOWLEDGE_PARSE_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=3600)
+    KNOWLEDGE_CHUNK_MIN_CHARS: int = Field(default=600, ge=50)
+    KNOWLEDGE_CHUNK_MAX_CHARS: int = Field(default=1600, ge=100)
     # Kafka: events are also published to KAFKA_TOPIC when KAFKA_BOOTSTRAP_SERVERS is set.
     KAFKA_BOOTSTRAP_SERVERS: str | None = None
     KAFKA_TOPIC: str = "chatbot.events"

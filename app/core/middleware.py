@@ -19,18 +19,21 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, larger: tuple[tuple[str, int], ...] = ()
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        larger: tuple[tuple[str | re.Pattern[str], int], ...] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.larger = larger  # (path prefix, its own limit)
+        self.larger = larger  # (a path prefix or a pattern of whole paths, its own limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        limit = next((size for prefix, size in self.larger if path.startswith(prefix)), None)
+        limit = next((size for paths, size in self.larger if _matches(paths, path)), None)
         limit = limit or self.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -121,6 +124,10 @@ _JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000", re.IGNORECASE)
 NUL_MESSAGE = "The request contains a NUL character (\\u0000), which cannot be stored."
 
 
+def _matches(paths: str | re.Pattern[str], path: str) -> bool:
+    return path.startswith(paths) if isinstance(paths, str) else bool(paths.fullmatch(path))
+
+
 class NulGuardMiddleware:
     """Answers 422 when a request's query or body carries a NUL character: no database can
     store one in text (Postgres refuses it), so it is refused up front for every route."""
@@ -135,7 +142,12 @@ class NulGuardMiddleware:
         if b"%00" in scope.get("query_string", b""):
             await self._reject(send, scope.get("path", ""))
             return
-        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or content_type.startswith(
+            b"multipart/form-data"
+        ):
+            # Multipart: files (binary, and streamed to disk, not held here); the routes that
+            # take them keep NULs out of what they store themselves.
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
@@ -152,7 +164,7 @@ class NulGuardMiddleware:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        form = b"urlencoded" in dict(scope["headers"]).get(b"content-type", b"")
+        form = b"urlencoded" in content_type
         if b"\x00" in body or (form and b"%00" in body) or _JSON_NUL.search(body):
             await self._reject(send, scope.get("path", ""))
             return

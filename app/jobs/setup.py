@@ -24,6 +24,8 @@ from app.events.kafka import KafkaPublisher
 from app.events.relay import PUBLISH_KIND, EventRelay
 from app.events.webhooks import DELIVER_KIND
 from app.jobs.worker import JobKind, Worker
+from app.knowledge.indexing import index_job
+from app.knowledge.service import INDEX_KIND
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.transport import upstream_transport
 from app.notifications.email import EMAIL_KIND, email_backend, email_job
@@ -89,6 +91,7 @@ class Background:
             STALE_REPLIES_KIND: stale_replies_job(settings, maker),
             SEND_KIND: send_job(settings, maker, self.channels, self.secrets, self.trusted),
             REPLY_KIND: reply_job(settings, maker, registry, configs or ProjectConfigs()),
+            INDEX_KIND: index_job(settings, maker),
         }
         if self.publisher is not None:
             kinds[PUBLISH_KIND] = publish_job(maker, self.publisher)

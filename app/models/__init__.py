@@ -25,6 +25,13 @@ from app.models.idempotency import IdempotencyKey
 from app.models.intent import Intent
 from app.models.invitation import Invitation
 from app.models.job import Job
+from app.models.knowledge import (
+    DocumentSource,
+    DocumentStatus,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    KnowledgeFilePart,
+)
 from app.models.project import Project, Prompt
 from app.models.user import (
     PasswordResetToken,
@@ -47,12 +54,17 @@ __all__ = [
     "ChatSession",
     "Conversation",
     "ConversationStatus",
+    "DocumentSource",
+    "DocumentStatus",
     "Event",
     "FeedbackRating",
     "IdempotencyKey",
     "Intent",
     "Invitation",
     "Job",
+    "KnowledgeChunk",
+    "KnowledgeDocument",
+    "KnowledgeFilePart",
     "MessageRole",
     "MessageStatus",
     "Mode",

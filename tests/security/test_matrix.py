@@ -120,6 +120,7 @@ async def _tenant(client: httpx.AsyncClient, *, canary: str = "") -> Tenant:
     personal = next(w for w in me if w["is_personal"])["id"]
     webhook, delivery, job = await webhook_with_a_delivery(client, owner, pid, personal)
     channel, conversation = await channel_with_a_conversation(client, owner, pid)
+    document = await factories.document(client, owner, pid, title=f"{canary} document")
     team = await factories.create_workspace(client, owner, f"{canary} team")
     teammate = await factories.member(client, owner, team["id"], "agent")
     invitation = await factories.invite(client, owner, team["id"], "x@example.com", "viewer")
@@ -142,6 +143,7 @@ async def _tenant(client: httpx.AsyncClient, *, canary: str = "") -> Tenant:
             "job_id": job,
             "channel_id": channel,
             "conversation_id": conversation,
+            "document_id": document["id"],
         },
     )
 

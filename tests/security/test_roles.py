@@ -34,6 +34,7 @@ W = "/workspaces/{workspace_id}"
 P = "/projects/{project_id}"
 S = "/sessions/{session_id}"
 C = "/conversations/{conversation_id}"
+K = f"{P}/knowledge"
 CONVERSATION_ACTIONS = (
     "handoff",
     "assign",
@@ -108,6 +109,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", f"{C}/messages"): "agent",
     ("POST", f"{C}/messages"): "agent",
     **{("POST", f"{C}/{action}"): "agent" for action in CONVERSATION_ACTIONS},
+    ("POST", f"{K}/documents"): "admin",
+    ("GET", f"{K}/documents"): "viewer",
+    ("GET", f"{K}/documents/{{document_id}}"): "viewer",
+    ("GET", f"{K}/documents/{{document_id}}/chunks"): "viewer",
+    ("POST", f"{K}/documents/{{document_id}}/retry"): "admin",
+    ("DELETE", f"{K}/documents/{{document_id}}"): "admin",
+    ("POST", f"{K}/retrieve"): "viewer",
 }
 # The caller's own account, in no particular workspace: any signed-in user.
 ACCOUNT_LEVEL = {
@@ -154,6 +162,7 @@ async def test_every_operation_answers_each_role_as_the_table_says(
     invitation = await factories.invite(client, owner, team, "later@example.com", "viewer")
     webhook, delivery, job = await webhook_with_a_delivery(client, in_team, pid, team)
     channel, conversation = await channel_with_a_conversation(client, in_team, pid)
+    document = await factories.document(client, in_team, pid)
     ids = {
         **tenant.ids,
         "project_id": pid,
@@ -169,6 +178,7 @@ async def test_every_operation_answers_each_role_as_the_table_says(
         "job_id": job,
         "channel_id": channel,
         "conversation_id": conversation,
+        "document_id": document["id"],
     }
     members = {"owner": in_team}
     for role in ("viewer", "agent", "admin"):

@@ -1,0 +1,220 @@
+"""Knowledge-base routes, nested under a project: documents (upload a file, or send text) and
+keyword retrieval (the hit-testing endpoint)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.auth.dependencies import CurrentPrincipal, RequireAdmin
+from app.core.db import SessionDep
+from app.core.dependencies import SettingsDep
+from app.core.errors import AppError, error_responses, field_error
+from app.core.pagination import Page, PageParamsDep
+from app.knowledge.schemas import (
+    ChunkRead,
+    DocumentRead,
+    DocumentText,
+    RetrievedDocument,
+    RetrieveRecord,
+    RetrieveRequest,
+    RetrieveResponse,
+)
+from app.knowledge.service import KnowledgeService
+from app.models import DocumentStatus
+
+router = APIRouter(
+    prefix="/projects/{project_id}/knowledge",
+    tags=["Knowledge"],
+    responses=error_responses(401, 403, 404, 422),
+)
+# The upload route's path, for its own body limit (app/main.py).
+UPLOAD_PATH = r"^/projects/[^/]+/knowledge/documents$"
+
+
+async def get_knowledge_service(
+    session: SessionDep, principal: CurrentPrincipal, settings: SettingsDep
+) -> KnowledgeService:
+    return KnowledgeService(session, principal.workspace_id, settings)
+
+
+KnowledgeServiceDep = Annotated[KnowledgeService, Depends(get_knowledge_service)]
+
+
+class UnsupportedMediaTypeError(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    message = "Send multipart/form-data (a file) or application/json ({title, text})."
+
+
+_DOCUMENT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PDF, HTML, Markdown, plain text or DOCX.",
+                        },
+                        "title": {"type": "string", "maxLength": 255},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": DocumentText.model_json_schema(),
+                "example": DocumentText.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DocumentRead,
+    dependencies=[RequireAdmin],
+    openapi_extra=_DOCUMENT_BODY,
+    responses=error_responses(409, 413, 415),
+)
+async def create_document(
+    project_id: uuid.UUID,
+    request: Request,
+    knowledge: KnowledgeServiceDep,
+    principal: CurrentPrincipal,
+) -> object:
+    """Add a document: a file (`multipart/form-data`, field `file`, optional `title`) or text
+    (JSON `{title, text, metadata?}`). Answers 202 once the bytes, the document and its
+    indexing job are committed together: an accepted document is never lost. It is then
+    `queued`, `indexing`, and `ready` (or `failed`, with `error.code`).
+
+    Files up to `KNOWLEDGE_MAX_FILE_BYTES` (413 `too_large` beyond); the type is read from the
+    file's first bytes (415 `unsupported_file` if it is none of the five)."""
+    await knowledge.projects.get(project_id)  # 404 for another tenant's, before the body
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise field_error("file", "a file is required (multipart field `file`)")
+            title = form.get("title")
+            document = await knowledge.create_upload(
+                project_id,
+                upload,
+                title if isinstance(title, str) else None,
+                principal.user_id,
+            )
+        finally:
+            await form.close()
+    elif content_type in ("application/json", ""):
+        try:
+            body = DocumentText.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            ) from exc
+        document = await knowledge.create_text(project_id, body, principal.user_id)
+    else:
+        raise UnsupportedMediaTypeError()
+    return DocumentRead.of(document)
+
+
+@router.get("/documents", response_model=Page[DocumentRead])
+async def list_documents(
+    project_id: uuid.UUID,
+    knowledge: KnowledgeServiceDep,
+    page: PageParamsDep,
+    status_filter: Annotated[DocumentStatus | None, Query(alias="status")] = None,
+) -> object:
+    """The project's documents, newest first; `status` filters."""
+    items, next_cursor = await knowledge.list_page(project_id, page, status_filter)
+    return Page[DocumentRead](items=[DocumentRead.of(d) for d in items], next_cursor=next_cursor)
+
+
+@router.get("/documents/{document_id}", response_model=DocumentRead)
+async def get_document(
+    project_id: uuid.UUID, document_id: uuid.UUID, knowledge: KnowledgeServiceDep
+) -> object:
+    """One document, with its indexing status."""
+    return DocumentRead.of(await knowledge.get(project_id, document_id))
+
+
+@router.get("/documents/{document_id}/chunks", response_model=Page[ChunkRead])
+async def list_chunks(
+    project_id: uuid.UUID,
+    document_id: uuid.UUID,
+    knowledge: KnowledgeServiceDep,
+    page: PageParamsDep,
+) -> object:
+    """The indexed chunks of the document, in order, with their pages and offsets."""
+    items, next_cursor = await knowledge.chunks(project_id, document_id, page)
+    return Page[ChunkRead](items=[ChunkRead.of(c) for c in items], next_cursor=next_cursor)
+
+
+@router.post(
+    "/documents/{document_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DocumentRead,
+    dependencies=[RequireAdmin],
+    responses=error_responses(409),
+)
+async def retry_document(
+    project_id: uuid.UUID, document_id: uuid.UUID, knowledge: KnowledgeServiceDep
+) -> object:
+    """Index a `failed` document again (409 `document_not_failed` otherwise)."""
+    return DocumentRead.of(await knowledge.retry(project_id, document_id))
+
+
+@router.delete(
+    "/documents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[RequireAdmin],
+)
+async def delete_document(
+    project_id: uuid.UUID, document_id: uuid.UUID, knowledge: KnowledgeServiceDep
+) -> Response:
+    """Delete the document, its file and its chunks: from this response on, no retrieval
+    returns them."""
+    await knowledge.delete(project_id, document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/retrieve", response_model=RetrieveResponse)
+async def retrieve(
+    project_id: uuid.UUID, body: RetrieveRequest, knowledge: KnowledgeServiceDep
+) -> object:
+    """Hit testing: the project's chunks that best match `query` (keyword search: SQLite
+    FTS5 bm25, or Postgres full text), best first, with their document, pages and offsets."""
+    hits = await knowledge.retrieve(project_id, body.query, body.top_k)
+    return RetrieveResponse(
+        query=body.query,
+        search_method="keyword",
+        records=[
+            RetrieveRecord(
+                chunk=ChunkRead(
+                    id=hit.chunk_id,
+                    position=hit.position,
+                    text=hit.text,
+                    page_start=hit.page_start,
+                    page_end=hit.page_end,
+                    char_start=hit.char_start,
+                    char_end=hit.char_end,
+                    heading=hit.heading,
+                ),
+                document=RetrievedDocument(id=hit.document_id, title=hit.title),
+                score=hit.score,
+            )
+            for hit in hits
+        ],
+    )

@@ -1,0 +1,136 @@
+"""Knowledge-base request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument
+
+MAX_QUERY_CHARS = 1000
+MAX_TOP_K = 20
+
+
+class DocumentText(BaseModel):
+    """A document given as text (JSON), instead of a file upload."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"title": "Returns policy", "text": "# Returns\n\nItems can be returned..."}
+            ]
+        },
+    )
+    title: str = Field(min_length=1, max_length=255)
+    text: str = Field(min_length=1, description="Markdown or plain text.")
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=16)
+
+
+class DocumentError(BaseModel):
+    code: str = Field(
+        description="`unsupported_file`, `invalid_file`, `too_large`, `too_many_pages`, "
+        "`no_text` (e.g. a scanned PDF without a text layer: OCR is not supported) or "
+        "`server_error`."
+    )
+    message: str
+
+
+class DocumentRead(BaseModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    title: str
+    source: str = Field(description="`upload` or `text`.")
+    filename: str | None
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    metadata: dict[str, Any]
+    enabled: bool
+    status: DocumentStatus = Field(description="`queued` → `indexing` → `ready` | `failed`.")
+    error: DocumentError | None
+    page_count: int | None
+    char_count: int | None
+    chunk_count: int
+    indexed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, document: KnowledgeDocument) -> DocumentRead:
+        error = None
+        if document.error_code is not None:
+            error = DocumentError(code=document.error_code, message=document.error_message or "")
+        return cls(
+            id=document.id,
+            project_id=document.project_id,
+            title=document.title,
+            source=document.source,
+            filename=document.filename,
+            mime_type=document.mime_type,
+            size_bytes=document.size_bytes,
+            sha256=document.sha256,
+            metadata=document.meta,
+            enabled=document.enabled,
+            status=DocumentStatus(document.status),
+            error=error,
+            page_count=document.page_count,
+            char_count=document.char_count,
+            chunk_count=document.chunk_count,
+            indexed_at=document.indexed_at,
+            created_at=document.created_at,
+            updated_at=document.updated_at,
+        )
+
+
+class ChunkRead(BaseModel):
+    id: uuid.UUID
+    position: int
+    text: str
+    page_start: int | None = Field(description="1-based; null for formats without pages.")
+    page_end: int | None
+    char_start: int = Field(description="Offset in the document's extracted text.")
+    char_end: int
+    heading: str | None = Field(description='The heading path, e.g. "Install > Linux".')
+
+    @classmethod
+    def of(cls, chunk: KnowledgeChunk) -> ChunkRead:
+        return cls(
+            id=chunk.public_id,
+            position=chunk.position,
+            text=chunk.text,
+            page_start=chunk.page_start,
+            page_end=chunk.page_end,
+            char_start=chunk.char_start,
+            char_end=chunk.char_end,
+            heading=chunk.heading,
+        )
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "How long do I have to return?", "top_k": 5}]},
+    )
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+
+
+class RetrievedDocument(BaseModel):
+    id: uuid.UUID
+    title: str
+
+
+class RetrieveRecord(BaseModel):
+    chunk: ChunkRead
+    document: RetrievedDocument
+    score: float = Field(description="Keyword relevance (higher is better; not normalised).")
+
+
+class RetrieveResponse(BaseModel):
+    query: str
+    search_method: str = Field(description="`keyword`.")
+    records: list[RetrieveRecord]

@@ -1,0 +1,274 @@
+"""Documents within a project: accepted (bytes, row and indexing job in one transaction),
+listed, read, deleted, retried, and searched."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import UploadFile
+
+from app.core.config import Settings
+from app.core.errors import AppError, ConflictError, NotFoundError, PayloadTooLargeError
+from app.core.pagination import Keyset, PageParams
+from app.core.repository import WorkspaceRepository
+from app.events.recorder import record
+from app.jobs.queue import enqueue
+from app.knowledge import parsing, search
+from app.knowledge.schemas import DocumentText
+from app.models import (
+    DocumentSource,
+    DocumentStatus,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    KnowledgeFilePart,
+)
+from app.projects.service import ProjectService
+
+INDEX_KIND = "knowledge.index"
+PART_BYTES = 1024 * 1024
+SNIFF_BYTES = 8192
+DOCUMENT_KEYSET = Keyset((KnowledgeDocument.created_at, KnowledgeDocument.id), descending=True)
+CHUNK_KEYSET = Keyset((KnowledgeChunk.position, KnowledgeChunk.id))
+
+
+class UnsupportedFileError(AppError):
+    status_code = 415
+    code = "unsupported_file"
+    message = "This file type is not supported: upload PDF, HTML, Markdown, plain text or DOCX."
+
+
+class QuotaExceededError(AppError):
+    status_code = 422
+    code = "quota_exceeded"
+
+
+class DocumentRepository(WorkspaceRepository[KnowledgeDocument]):
+    model = KnowledgeDocument
+
+    async def in_project(
+        self, project_id: uuid.UUID, document_id: uuid.UUID
+    ) -> KnowledgeDocument | None:
+        result = await self.session.execute(
+            self.scoped().where(
+                KnowledgeDocument.project_id == project_id, KnowledgeDocument.id == document_id
+            )
+        )
+        document: KnowledgeDocument | None = result.scalar_one_or_none()
+        return document
+
+
+class KnowledgeService:
+    def __init__(self, session: AsyncSession, workspace_id: uuid.UUID, settings: Settings) -> None:
+        self.session = session
+        self.workspace_id = workspace_id
+        self.settings = settings
+        self.documents = DocumentRepository(session, workspace_id)
+        self.projects = ProjectService(session, workspace_id)
+
+    async def create_text(
+        self, project_id: uuid.UUID, body: DocumentText, user_id: uuid.UUID | None
+    ) -> KnowledgeDocument:
+        await self.projects.get(project_id)
+        data = body.text.encode()
+        if len(data) > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+            raise self._too_large()
+        await self._check_quota(project_id, len(data))
+        document = self._document(
+            project_id, body.title, DocumentSource.TEXT, None, parsing.MARKDOWN, user_id
+        )
+        document.meta = dict(body.metadata)
+        await self.session.flush()
+        for index in range(0, max(len(data), 1), PART_BYTES):
+            await self._add_part(document.id, index // PART_BYTES, data[index : index + PART_BYTES])
+        document.size_bytes, document.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        await self._queue(document)
+        return document
+
+    async def create_upload(
+        self,
+        project_id: uuid.UUID,
+        upload: UploadFile,
+        title: str | None,
+        user_id: uuid.UUID | None,
+    ) -> KnowledgeDocument:
+        """Stream the upload into the database in parts of PART_BYTES (never whole in memory);
+        the type is sniffed from its first bytes."""
+        await self.projects.get(project_id)
+        head = await upload.read(SNIFF_BYTES)
+        mime_type = parsing.sniff(head, upload.filename)
+        if mime_type is None:
+            raise UnsupportedFileError()
+        declared = upload.size
+        if declared is not None and declared > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+            raise self._too_large()
+        used = await self._check_quota(project_id, declared or 0)
+        name = (title or upload.filename or "Untitled").strip()[:255] or "Untitled"
+        document = self._document(
+            project_id, name, DocumentSource.UPLOAD, upload.filename, mime_type, user_id
+        )
+        await self.session.flush()
+        digest, size, part, pending = hashlib.sha256(), 0, 0, head
+        while True:
+            piece = await upload.read(PART_BYTES - len(pending))
+            pending += piece
+            if len(pending) >= PART_BYTES or (not piece and pending):
+                digest.update(pending)
+                size += len(pending)
+                if size > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+                    raise self._too_large()
+                await self._add_part(document.id, part, pending)
+                part, pending = part + 1, b""
+            if not piece:
+                break
+        if size == 0:
+            raise UnsupportedFileError("The file is empty.", code="invalid_file")
+        self._check_bytes(used, size)
+        document.size_bytes, document.sha256 = size, digest.hexdigest()
+        await self._queue(document)
+        return document
+
+    async def list_page(
+        self, project_id: uuid.UUID, params: PageParams, status: DocumentStatus | None
+    ) -> tuple[list[KnowledgeDocument], str | None]:
+        await self.projects.get(project_id)
+        statement = self.documents.scoped().where(KnowledgeDocument.project_id == project_id)
+        if status is not None:
+            statement = statement.where(KnowledgeDocument.status == status)
+        return await self.documents.page(statement, DOCUMENT_KEYSET, params)
+
+    async def get(self, project_id: uuid.UUID, document_id: uuid.UUID) -> KnowledgeDocument:
+        document = await self.documents.in_project(project_id, document_id)
+        if document is None:
+            await self.projects.get(project_id)  # says which one is missing
+            raise NotFoundError("Document not found.", code="document_not_found")
+        return document
+
+    async def chunks(
+        self, project_id: uuid.UUID, document_id: uuid.UUID, params: PageParams
+    ) -> tuple[list[KnowledgeChunk], str | None]:
+        """The chunks of the version the document serves."""
+        document = await self.get(project_id, document_id)
+        statement = select(KnowledgeChunk).where(
+            KnowledgeChunk.workspace_id == self.workspace_id,
+            KnowledgeChunk.document_id == document.id,
+            KnowledgeChunk.version == document.index_version,
+        )
+        result = await self.session.execute(CHUNK_KEYSET.paginate(statement, params))
+        return CHUNK_KEYSET.page(result.scalars().all(), params)
+
+    async def delete(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        """Gone at once: its chunks (and their keyword index rows) go in this transaction."""
+        document = await self.get(project_id, document_id)
+        await self.session.execute(
+            delete(KnowledgeChunk).where(
+                KnowledgeChunk.workspace_id == self.workspace_id,
+                KnowledgeChunk.document_id == document.id,
+            )
+        )
+        record(
+            self.session,
+            self.workspace_id,
+            "document.deleted",
+            {"id": str(document.id), "project_id": str(project_id), "title": document.title},
+            project_id=project_id,
+            subject=str(document.id),
+        )
+        await self.documents.delete(document)
+        await self.session.flush()
+
+    async def retry(self, project_id: uuid.UUID, document_id: uuid.UUID) -> KnowledgeDocument:
+        document = await self.get(project_id, document_id)
+        if document.status != DocumentStatus.FAILED:
+            raise ConflictError(
+                f"Only a failed document can be retried; this one is {document.status}.",
+                code="document_not_failed",
+            )
+        document.status = DocumentStatus.QUEUED
+        document.error_code = document.error_message = None
+        await self._queue(document)
+        return document
+
+    async def retrieve(self, project_id: uuid.UUID, query: str, top_k: int) -> list[search.Hit]:
+        await self.projects.get(project_id)
+        return await search.keyword(self.session, self.workspace_id, project_id, query, top_k)
+
+    def _document(
+        self,
+        project_id: uuid.UUID,
+        title: str,
+        source: DocumentSource,
+        filename: str | None,
+        mime_type: str,
+        user_id: uuid.UUID | None,
+    ) -> KnowledgeDocument:
+        return self.documents.add(
+            KnowledgeDocument(
+                id=uuid.uuid4(),
+                project_id=project_id,
+                title=title,
+                source=source,
+                filename=filename[:255] if filename else None,
+                mime_type=mime_type,
+                size_bytes=0,
+                sha256="",
+                meta={},
+                enabled=True,
+                status=DocumentStatus.QUEUED,
+                chunk_count=0,
+                index_version=0,
+                created_by=user_id,
+            )
+        )
+
+    async def _add_part(self, document_id: uuid.UUID, part: int, content: bytes) -> None:
+        # A Core INSERT: the bytes do not stay in the session's identity map.
+        await self.session.execute(
+            insert(KnowledgeFilePart).values(
+                document_id=document_id, part=part, workspace_id=self.workspace_id, content=content
+            )
+        )
+
+    async def _queue(self, document: KnowledgeDocument) -> None:
+        await enqueue(
+            self.session,
+            INDEX_KIND,
+            {"document_id": str(document.id)},
+            workspace_id=self.workspace_id,
+            dedupe_key=f"index:{document.id}",
+            max_attempts=3,
+        )
+        await self.session.flush()
+
+    async def _check_quota(self, project_id: uuid.UUID, adding: int) -> int:
+        """Before a document is added: 422 if the project has its most documents, or `adding`
+        bytes would pass its byte quota; the bytes it uses."""
+        count, used = (
+            await self.session.execute(
+                select(func.count(), func.coalesce(func.sum(KnowledgeDocument.size_bytes), 0))
+                .select_from(KnowledgeDocument)
+                .where(
+                    KnowledgeDocument.workspace_id == self.workspace_id,
+                    KnowledgeDocument.project_id == project_id,
+                )
+            )
+        ).one()
+        if count >= self.settings.KNOWLEDGE_MAX_DOCUMENTS_PER_PROJECT:
+            raise QuotaExceededError(f"The project has {count} documents, the most it may have.")
+        self._check_bytes(int(used), adding)
+        return int(used)
+
+    def _check_bytes(self, used: int, adding: int) -> None:
+        limit = self.settings.KNOWLEDGE_MAX_BYTES_PER_PROJECT
+        if used + adding > limit:
+            raise QuotaExceededError(
+                f"The project's documents would take more than its {limit} bytes."
+            )
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"The file is larger than {self.settings.KNOWLEDGE_MAX_FILE_BYTES} bytes.",
+            code="too_large",
+        )
