@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -117,6 +118,39 @@ def api_process(
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@contextlib.asynccontextmanager
+async def worker_process(
+    database_url: str, **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m app.worker` on `database_url` (a 2 s lease, polling every 0.1 s: a killed
+    worker's jobs are claimed again soon), with `env` added; killed afterwards if still alive."""
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "development",
+        "JOBS_POLL_SECONDS": "0.1",
+        "JOBS_LEASE_SECONDS": "2",
+        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.worker",
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 @dataclass

@@ -157,10 +157,10 @@ def _before_after(verb: str, history: Any, current: Any) -> tuple[Any, Any]:
 def _redacted(name: str, before: Any, after: Any) -> dict[str, Any]:
     if any(mark in name for mark in SECRET_MARKS):
         return {"before": before and REDACTED, "after": after and REDACTED}
-    return {"before": _plain(before), "after": _plain(after)}
+    return {"before": json_value(before), "after": json_value(after)}
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A JSON value."""
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -169,9 +169,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [json_value(item) for item in value]
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): json_value(item) for key, item in value.items()}
     return value
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.recorder import new_entry
+from app.audit.recorder import json_value, new_entry
 from app.core.errors import ConflictError, ForbiddenError
 from app.core.types import utcnow
 from app.events.recorder import next_sequence, record
@@ -214,7 +214,7 @@ async def apply(
         "assignee_user_id": conversation.assignee_user_id,
     }
     changes = {
-        key: {"before": _plain(before[key]), "after": _plain(value)}
+        key: {"before": json_value(before[key]), "after": json_value(value)}
         for key, value in after.items()
         if before[key] != value
     }
@@ -235,9 +235,9 @@ async def apply(
         "session_id": str(conversation.chat_session_id),
         "mode": conversation.mode,
         "status": conversation.status,
-        "assignee_user_id": _plain(conversation.assignee_user_id),
+        "assignee_user_id": json_value(conversation.assignee_user_id),
         "reason": reason,
-        "actor": {"type": actor.type, "user_id": _plain(actor.user_id)},
+        "actor": {"type": actor.type, "user_id": json_value(actor.user_id)},
         **(data or {}),
     }
     record(
@@ -250,7 +250,3 @@ async def apply(
         sequence=await next_sequence(db, conversation.workspace_id, conversation.chat_session_id),
         subject=str(conversation.id),
     )
-
-
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, uuid.UUID) else value

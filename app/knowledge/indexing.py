@@ -14,6 +14,7 @@ import asyncio
 import logging
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select
@@ -208,6 +209,15 @@ async def _write_file(
     path: Path,
 ) -> None:
     """The document's bytes into `path`, a part (at most 1 MiB) at a time."""
+    with path.open("wb") as out:
+        async for content in read_parts(maker, workspace_id, document_id):
+            out.write(content)
+
+
+async def read_parts(
+    maker: async_sessionmaker[AsyncSession], workspace_id: uuid.UUID, document_id: uuid.UUID
+) -> AsyncIterator[bytes]:
+    """The document's stored bytes, part by part (at most 1 MiB each in memory)."""
     async with maker() as db:
         result = await db.stream(
             select(KnowledgeFilePart.content)
@@ -218,6 +228,5 @@ async def _write_file(
             .order_by(KnowledgeFilePart.part)
             .execution_options(yield_per=1)
         )
-        with path.open("wb") as out:
-            async for (content,) in result:
-                out.write(content)
+        async for (content,) in result:
+            yield content

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -16,10 +18,12 @@ from app.core.db import SessionDep
 from app.core.dependencies import SettingsDep
 from app.core.errors import AppError, error_responses, field_error
 from app.core.pagination import Page, PageParamsDep
+from app.knowledge.indexing import read_parts
 from app.knowledge.schemas import (
     ChunkRead,
     DocumentRead,
     DocumentText,
+    DocumentUpdate,
     RetrievedDocument,
     RetrieveRecord,
     RetrieveRequest,
@@ -34,7 +38,7 @@ router = APIRouter(
     responses=error_responses(401, 403, 404, 422),
 )
 # The upload route's path, for its own body limit (app/main.py).
-UPLOAD_PATH = r"^/projects/[^/]+/knowledge/documents$"
+UPLOAD_PATH = r"/projects/[^/]+/knowledge/documents(/[^/]+/file)?"
 
 
 async def get_knowledge_service(
@@ -160,6 +164,87 @@ async def list_chunks(
     """The indexed chunks of the document, in order, with their pages and offsets."""
     items, next_cursor = await knowledge.chunks(project_id, document_id, page)
     return Page[ChunkRead](items=[ChunkRead.of(c) for c in items], next_cursor=next_cursor)
+
+
+@router.patch(
+    "/documents/{document_id}",
+    response_model=DocumentRead,
+    dependencies=[RequireAdmin],
+)
+async def update_document(
+    project_id: uuid.UUID,
+    document_id: uuid.UUID,
+    body: DocumentUpdate,
+    knowledge: KnowledgeServiceDep,
+) -> object:
+    """Change the title, metadata or `enabled` (only the fields sent); nothing is
+    re-indexed. A disabled document is kept but not retrieved."""
+    return DocumentRead.of(await knowledge.update(project_id, document_id, body))
+
+
+@router.get(
+    "/documents/{document_id}/file",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file."}},
+)
+async def download_document(
+    project_id: uuid.UUID,
+    document_id: uuid.UUID,
+    knowledge: KnowledgeServiceDep,
+    request: Request,
+) -> StreamingResponse:
+    """The original file (for a text document, its text), streamed as stored."""
+    document = await knowledge.get(project_id, document_id)
+    name = document.filename or f"{document.title}.md"
+    return StreamingResponse(
+        read_parts(request.app.state.sessionmaker, document.workspace_id, document.id),
+        media_type=document.mime_type,
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+            "Content-Length": str(document.size_bytes),
+        },
+    )
+
+
+@router.put(
+    "/documents/{document_id}/file",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DocumentRead,
+    dependencies=[RequireAdmin],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": _DOCUMENT_BODY["requestBody"]["content"][
+                    "multipart/form-data"
+                ]
+            },
+        }
+    },
+    responses=error_responses(413, 415),
+)
+async def replace_document_file(
+    project_id: uuid.UUID,
+    document_id: uuid.UUID,
+    request: Request,
+    knowledge: KnowledgeServiceDep,
+) -> object:
+    """A new file for the document (multipart field `file`). It is indexed as the
+    document's next version and swapped in at once when ready; until then retrieval keeps
+    serving the current version."""
+    await knowledge.get(project_id, document_id)  # 404 before the body
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError("Send the file as multipart/form-data (field `file`).")
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise field_error("file", "a file is required (multipart field `file`)")
+        document = await knowledge.replace_file(project_id, document_id, upload)
+    finally:
+        await form.close()
+    return DocumentRead.of(document)
 
 
 @router.post(

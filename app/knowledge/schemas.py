@@ -30,6 +30,19 @@ class DocumentText(BaseModel):
     metadata: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=16)
 
 
+class DocumentUpdate(BaseModel):
+    """Only the fields sent change; none of them re-indexes the document."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"title": "Returns (2027)"}]}
+    )
+    title: str | None = Field(default=None, min_length=1, max_length=255)
+    metadata: dict[str, str | int | float | bool] | None = Field(default=None, max_length=16)
+    enabled: bool | None = Field(
+        default=None, description="A disabled document is kept but not retrieved."
+    )
+
+
 class DocumentError(BaseModel):
     code: str = Field(
         description="`unsupported_file`, `invalid_file`, `too_large`, `too_many_pages`, "

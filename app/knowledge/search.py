@@ -1,6 +1,7 @@
-"""Keyword retrieval over a project's ready chunks: SQLite FTS5 `bm25`, Postgres `tsvector`
-with `ts_rank_cd`. Only the asking project's chunks of enabled documents, at the version each
-document serves, can match: the workspace and project are in every statement.
+"""Keyword retrieval over a project's chunks: SQLite FTS5 `bm25`, Postgres `tsvector` with
+`ts_rank_cd`. Only the asking project's chunks of enabled documents, at the version each
+document serves (`index_version`: a document being indexed again serves its previous version
+until the new one is swapped in), can match: the workspace and project are in every statement.
 
 A question in natural language becomes an OR of its words, each quoted (FTS5) or passed
 through `websearch_to_tsquery` (Postgres), so no character of it is query syntax."""
@@ -66,7 +67,7 @@ JOIN kb_chunks AS c ON c.id = kb_chunks_fts.rowid
 JOIN kb_documents AS d ON d.id = c.document_id
 WHERE kb_chunks_fts MATCH :query AND c.workspace_id = :workspace_id
     AND c.project_id = :project_id AND d.workspace_id = :workspace_id
-    AND d.enabled AND d.status = 'ready' AND c.version = d.index_version
+    AND d.enabled AND c.version = d.index_version
 ORDER BY bm25(kb_chunks_fts) LIMIT :limit
 """
 )
@@ -78,8 +79,7 @@ SELECT c.public_id AS chunk_id, c.document_id, d.title, c.text, c.position, c.pa
 FROM websearch_to_tsquery('english', :query) AS q(query), kb_chunks AS c
 JOIN kb_documents AS d ON d.id = c.document_id
 WHERE c.tsv @@ q.query AND c.workspace_id = :workspace_id AND c.project_id = :project_id
-    AND d.workspace_id = :workspace_id AND d.enabled AND d.status = 'ready'
-    AND c.version = d.index_version
+    AND d.workspace_id = :workspace_id AND d.enabled AND c.version = d.index_version
 ORDER BY score DESC, c.id LIMIT :limit
 """
 )

@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
+from app.audit.recorder import json_value, new_entry
 from app.core.config import Settings
-from app.core.errors import AppError, ConflictError, NotFoundError, PayloadTooLargeError
+from app.core.errors import (
+    AppError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    field_error,
+)
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.events.recorder import record
 from app.jobs.queue import enqueue
 from app.knowledge import parsing, search
-from app.knowledge.schemas import DocumentText
+from app.knowledge.schemas import DocumentText, DocumentUpdate
 from app.models import (
     DocumentSource,
     DocumentStatus,
@@ -84,6 +92,7 @@ class KnowledgeService:
         for index in range(0, max(len(data), 1), PART_BYTES):
             await self._add_part(document.id, index // PART_BYTES, data[index : index + PART_BYTES])
         document.size_bytes, document.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        self._audit(document, "document.created", {"title": document.title})
         await self._queue(document)
         return document
 
@@ -97,37 +106,64 @@ class KnowledgeService:
         """Stream the upload into the database in parts of PART_BYTES (never whole in memory);
         the type is sniffed from its first bytes."""
         await self.projects.get(project_id)
-        head = await upload.read(SNIFF_BYTES)
-        mime_type = parsing.sniff(head, upload.filename)
-        if mime_type is None:
-            raise UnsupportedFileError()
-        declared = upload.size
-        if declared is not None and declared > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
-            raise self._too_large()
-        used = await self._check_quota(project_id, declared or 0)
+        head, mime_type = await self._sniff(upload)
+        used = await self._check_quota(project_id, upload.size or 0)
         name = (title or upload.filename or "Untitled").strip()[:255] or "Untitled"
         document = self._document(
             project_id, name, DocumentSource.UPLOAD, upload.filename, mime_type, user_id
         )
         await self.session.flush()
-        digest, size, part, pending = hashlib.sha256(), 0, 0, head
-        while True:
-            piece = await upload.read(PART_BYTES - len(pending))
-            pending += piece
-            if len(pending) >= PART_BYTES or (not piece and pending):
-                digest.update(pending)
-                size += len(pending)
-                if size > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
-                    raise self._too_large()
-                await self._add_part(document.id, part, pending)
-                part, pending = part + 1, b""
-            if not piece:
-                break
-        if size == 0:
-            raise UnsupportedFileError("The file is empty.", code="invalid_file")
-        self._check_bytes(used, size)
-        document.size_bytes, document.sha256 = size, digest.hexdigest()
+        await self._store_upload(document, upload, head, used)
+        self._audit(document, "document.created", {"title": document.title})
         await self._queue(document)
+        return document
+
+    async def replace_file(
+        self, project_id: uuid.UUID, document_id: uuid.UUID, upload: UploadFile
+    ) -> KnowledgeDocument:
+        """A new file for the document: indexed as its next version, which is swapped in
+        when ready; until then retrieval keeps serving the current one."""
+        document = await self.get(project_id, document_id)
+        head, mime_type = await self._sniff(upload)
+        used = await self._check_quota(project_id, upload.size or 0, replacing=document)
+        await self.session.execute(
+            delete(KnowledgeFilePart).where(
+                KnowledgeFilePart.workspace_id == self.workspace_id,
+                KnowledgeFilePart.document_id == document.id,
+            )
+        )
+        before = document.sha256
+        document.source, document.mime_type = DocumentSource.UPLOAD, mime_type
+        document.filename = upload.filename[:255] if upload.filename else None
+        await self._store_upload(document, upload, head, used)
+        document.status = DocumentStatus.QUEUED
+        document.error_code = document.error_message = None
+        self._audit(
+            document,
+            "document.file_replaced",
+            {"sha256": {"before": before, "after": document.sha256}},
+        )
+        await self._queue(document)
+        return document
+
+    async def update(
+        self, project_id: uuid.UUID, document_id: uuid.UUID, body: DocumentUpdate
+    ) -> KnowledgeDocument:
+        """Title, metadata, enabled: no re-indexing (a disabled document is not retrieved)."""
+        document = await self.get(project_id, document_id)
+        changes: dict[str, Any] = {}
+        for field, attribute in (("title", "title"), ("metadata", "meta"), ("enabled", "enabled")):
+            if field not in body.model_fields_set:
+                continue
+            value = getattr(body, field)
+            if value is None:
+                raise field_error(field, "may not be null")
+            if getattr(document, attribute) != value:
+                changes[field] = {"before": getattr(document, attribute), "after": value}
+                setattr(document, attribute, value)
+        if changes:
+            self._audit(document, "document.updated", changes)
+        await self.session.flush()
         return document
 
     async def list_page(
@@ -176,6 +212,7 @@ class KnowledgeService:
             project_id=project_id,
             subject=str(document.id),
         )
+        self._audit(document, "document.deleted", {"title": document.title})
         await self.documents.delete(document)
         await self.session.flush()
 
@@ -187,6 +224,7 @@ class KnowledgeService:
                 code="document_not_failed",
             )
         document.status = DocumentStatus.QUEUED
+        self._audit(document, "document.retried", {"error_code": document.error_code})
         document.error_code = document.error_message = None
         await self._queue(document)
         return document
@@ -194,6 +232,43 @@ class KnowledgeService:
     async def retrieve(self, project_id: uuid.UUID, query: str, top_k: int) -> list[search.Hit]:
         await self.projects.get(project_id)
         return await search.keyword(self.session, self.workspace_id, project_id, query, top_k)
+
+    async def _sniff(self, upload: UploadFile) -> tuple[bytes, str]:
+        head = await upload.read(SNIFF_BYTES)
+        mime_type = parsing.sniff(head, upload.filename)
+        if mime_type is None:
+            raise UnsupportedFileError()
+        if upload.size is not None and upload.size > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+            raise self._too_large()
+        return head, mime_type
+
+    async def _store_upload(
+        self, document: KnowledgeDocument, upload: UploadFile, head: bytes, used: int
+    ) -> None:
+        """The upload's bytes (`head` already read) as the document's parts, with its size
+        and SHA-256; 413 past the file limit, 422 past the project's byte quota."""
+        digest, size, part, pending = hashlib.sha256(), 0, 0, head
+        while True:
+            piece = await upload.read(PART_BYTES - len(pending))
+            pending += piece
+            if len(pending) >= PART_BYTES or (not piece and pending):
+                digest.update(pending)
+                size += len(pending)
+                if size > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+                    raise self._too_large()
+                await self._add_part(document.id, part, pending)
+                part, pending = part + 1, b""
+            if not piece:
+                break
+        if size == 0:
+            raise UnsupportedFileError("The file is empty.", code="invalid_file")
+        self._check_bytes(used, size)
+        document.size_bytes, document.sha256 = size, digest.hexdigest()
+
+    def _audit(self, document: KnowledgeDocument, action: str, changes: dict[str, Any]) -> None:
+        self.session.add(
+            new_entry(self.workspace_id, action, "document", str(document.id), json_value(changes))
+        )
 
     def _document(
         self,
@@ -237,14 +312,18 @@ class KnowledgeService:
             INDEX_KIND,
             {"document_id": str(document.id)},
             workspace_id=self.workspace_id,
-            dedupe_key=f"index:{document.id}",
+            # In order per document: a file replaced while its previous one is being indexed
+            # gets its own run after that one (which then leaves the document alone).
+            ordering_key=f"document:{document.id}",
             max_attempts=3,
         )
         await self.session.flush()
 
-    async def _check_quota(self, project_id: uuid.UUID, adding: int) -> int:
-        """Before a document is added: 422 if the project has its most documents, or `adding`
-        bytes would pass its byte quota; the bytes it uses."""
+    async def _check_quota(
+        self, project_id: uuid.UUID, adding: int, *, replacing: KnowledgeDocument | None = None
+    ) -> int:
+        """Before a document is added (or `replacing`'s file): 422 if the project has its most
+        documents, or `adding` bytes would pass its byte quota; the bytes the others use."""
         count, used = (
             await self.session.execute(
                 select(func.count(), func.coalesce(func.sum(KnowledgeDocument.size_bytes), 0))
@@ -255,7 +334,9 @@ class KnowledgeService:
                 )
             )
         ).one()
-        if count >= self.settings.KNOWLEDGE_MAX_DOCUMENTS_PER_PROJECT:
+        if replacing is not None:
+            used -= replacing.size_bytes
+        elif count >= self.settings.KNOWLEDGE_MAX_DOCUMENTS_PER_PROJECT:
             raise QuotaExceededError(f"The project has {count} documents, the most it may have.")
         self._check_bytes(int(used), adding)
         return int(used)

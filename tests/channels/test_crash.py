@@ -5,11 +5,7 @@ sent exactly once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -18,40 +14,18 @@ from app.models import Author, ChatMessage
 from tests import factories
 from tests.channels.helpers import fake_whatsapp, meta_channel, say
 from tests.fake_openai import Behaviour, FakeOpenAI
-from tests.live import ROOT, serve
+from tests.live import serve, worker_process
 from tests.waiting import until
 
 
-@contextlib.asynccontextmanager
-async def worker(database_url: str, llm_url: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": database_url,
-        "ENVIRONMENT": "development",
-        "LLM_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-test-key",
-        "LLM_BASE_URL": f"{llm_url}/v1",
-        "LLM_MAX_ATTEMPTS": "1",
-        "JOBS_POLL_SECONDS": "0.1",
-        "JOBS_LEASE_SECONDS": "2",
-        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
-        "LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.worker",
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def worker(database_url: str, llm_url: str) -> Any:
+    return worker_process(
+        database_url,
+        LLM_PROVIDER="openai",
+        OPENAI_API_KEY="sk-test-key",
+        LLM_BASE_URL=f"{llm_url}/v1",
+        LLM_MAX_ATTEMPTS="1",
     )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_a_worker_killed_mid_reply_leaves_one_reply_sent_once(

@@ -5,11 +5,7 @@ and the only repeats carry the same event id."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,36 +19,8 @@ from tests import factories
 from tests.conftest import make_settings
 from tests.core.test_recovery import postgres_only
 from tests.events.receiver import Receiver
-from tests.live import ROOT, serve
+from tests.live import serve, worker_process
 from tests.waiting import until
-
-
-@contextlib.asynccontextmanager
-async def worker_process(database_url: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": database_url,
-        "ENVIRONMENT": "development",
-        "JOBS_POLL_SECONDS": "0.1",
-        "JOBS_LEASE_SECONDS": "2",
-        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
-        "LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.worker",
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def _deliveries(app: FastAPI) -> list[str]:
