@@ -49,8 +49,8 @@ def chunk(parsed: Parsed, min_chars: int, max_chars: int) -> tuple[str, list[Chu
     heading_offsets = [offset for offset, _, _ in headings]
     splitter = MarkdownSplitter((min_chars, max_chars))
     chunks: list[Chunk] = []
-    for start, content in splitter.chunk_indices(text):
-        end = start + len(content)
+    for start, end in _spans(splitter.chunk_indices(text)):
+        content = text[start:end]
         page_start = page_end = None
         if parsed.paged:
             page_start = bisect.bisect_right(page_starts, start)
@@ -64,7 +64,7 @@ def chunk(parsed: Parsed, min_chars: int, max_chars: int) -> tuple[str, list[Chu
                 page_start=page_start,
                 page_end=page_end,
                 heading=_path(
-                    headings, bisect.bisect_right(heading_offsets, start + _body_at(content))
+                    headings, bisect.bisect_right(heading_offsets, start + (_body_at(content) or 0))
                 ),
                 content_hash=hashlib.sha256(content.encode()).hexdigest(),
             )
@@ -72,14 +72,32 @@ def chunk(parsed: Parsed, min_chars: int, max_chars: int) -> tuple[str, list[Chu
     return text, chunks
 
 
-def _body_at(content: str) -> int:
-    """Where the chunk's first line of body text starts (past the headings it opens with)."""
+def _spans(pieces: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """(start, end) of each chunk, a chunk of headings only joined to the next one: a
+    heading alone answers nothing, and belongs with the text it heads."""
+    spans: list[tuple[int, int]] = []
+    carried: int | None = None
+    for start, content in pieces:
+        if _body_at(content) is None:
+            carried = start if carried is None else carried
+            continue
+        spans.append((start if carried is None else carried, start + len(content)))
+        carried = None
+    if carried is not None:  # headings at the very end: a chunk of their own after all
+        last = pieces[-1]
+        spans.append((carried, last[0] + len(last[1])))
+    return spans
+
+
+def _body_at(content: str) -> int | None:
+    """Where the chunk's first line of body text starts (past the headings it opens with);
+    None if it has none."""
     offset = 0
     for line in content.splitlines(keepends=True):
         if line.strip() and not _HEADING.match(line.rstrip("\n")):
             return offset
         offset += len(line)
-    return 0
+    return None
 
 
 def _path(headings: list[tuple[int, int, str]], before: int) -> str | None:

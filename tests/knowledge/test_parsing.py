@@ -1,0 +1,120 @@
+"""Each format's parser, run in this process (the child process runs the same functions; the
+end-to-end tests cover that path): what text comes out, page by page, and which error code a
+bad file gets."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from app.knowledge import parsing, runner
+from app.knowledge.parsing import ParseError
+from tests.knowledge import files
+
+
+def _write(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "document"
+    path.write_bytes(content)
+    return path
+
+
+def test_a_pdf_is_read_page_by_page(tmp_path: Path) -> None:
+    path = _write(tmp_path, files.pdf(["first page text", "second page text"]))
+    parsed = parsing.parse(path, parsing.PDF, max_pages=10)
+    assert parsed.paged
+    assert [page.strip() for page in parsed.pages] == ["first page text", "second page text"]
+
+
+def test_a_pdf_over_the_page_limit_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, files.pdf(["a", "b", "c"]))
+    with pytest.raises(ParseError) as caught:
+        parsing.parse(path, parsing.PDF, max_pages=2)
+    assert caught.value.code == "too_many_pages"
+
+
+def test_a_corrupt_pdf_is_an_invalid_file(tmp_path: Path) -> None:
+    with pytest.raises(ParseError) as caught:
+        parsing.parse(_write(tmp_path, b"%PDF-1.4 garbage"), parsing.PDF, max_pages=10)
+    assert caught.value.code == "invalid_file"
+
+
+def test_html_keeps_headings_lists_and_tables_and_drops_scripts(tmp_path: Path) -> None:
+    page = (
+        b"<html><head><script>var x = 'hidden';</script></head><body><h1>Guide</h1>"
+        b"<p>Intro <b>bold</b> text.</p><ul><li>One <p>nested</p></li><li>Two</li></ul>"
+        b"<table><tr><th>Size</th><td>Large</td></tr></table><noscript>no</noscript></body></html>"
+    )
+    [text] = parsing.parse(_write(tmp_path, page), parsing.HTML, max_pages=10).pages
+    assert text.split("\n\n") == [
+        "# Guide",
+        "Intro bold text.",
+        "- One nested",
+        "- Two",
+        "Size",
+        "Large",
+    ]
+    assert "hidden" not in text
+
+
+def test_html_without_block_elements_is_its_text(tmp_path: Path) -> None:
+    [text] = parsing.parse(
+        _write(tmp_path, b"<html><body>just <i>inline</i> words</body></html>"),
+        parsing.HTML,
+        max_pages=10,
+    ).pages
+    assert text == "just inline words"
+
+
+def test_docx_headings_become_markdown_headings(tmp_path: Path) -> None:
+    content = files.docx_file([("Refunds", "Five days."), ("Exchanges", "Any store.")])
+    [text] = parsing.parse(_write(tmp_path, content), parsing.DOCX, max_pages=10).pages
+    assert text == "# Refunds\n\nFive days.\n\n# Exchanges\n\nAny store."
+
+
+def test_a_broken_docx_is_an_invalid_file(tmp_path: Path) -> None:
+    with pytest.raises(ParseError) as caught:
+        parsing.parse(_write(tmp_path, b"PK\x03\x04 not a zip"), parsing.DOCX, max_pages=10)
+    assert caught.value.code == "invalid_file"
+
+
+def test_text_must_be_utf8(tmp_path: Path) -> None:
+    parsed = parsing.parse(_write(tmp_path, "\ufeffcaf\u00e9".encode()), parsing.TEXT, 10)
+    assert parsed.pages == ["caf\u00e9"] and not parsed.paged
+    with pytest.raises(ParseError) as caught:
+        parsing.parse(_write(tmp_path, b"\xff\xfe bad"), parsing.MARKDOWN, max_pages=10)
+    assert caught.value.code == "invalid_file"
+
+
+def test_the_child_process_entry_prints_pages_or_the_error(tmp_path: Path) -> None:
+    good = _write(tmp_path, b"# Hello\n\nworld")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert runner.main([str(good), parsing.MARKDOWN, "10"]) == 0
+    assert json.loads(out.getvalue()) == {"pages": ["# Hello\n\nworld"], "paged": False}
+    bad = _write(tmp_path, b"%PDF-1.4 garbage")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        runner.main([str(bad), parsing.PDF, "10"])
+    assert json.loads(out.getvalue())["error"]["code"] == "invalid_file"
+
+
+async def test_a_parser_that_runs_out_of_time_or_memory_fails_its_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, files.pdf(["some text"] * 3))
+    with pytest.raises(ParseError) as slow:
+        await runner.parse_in_child(
+            path, parsing.PDF, max_pages=10, memory_mb=1024, timeout_seconds=0.01
+        )
+    assert slow.value.code == "invalid_file" and "longer than" in slow.value.message
+    with pytest.raises(ParseError) as starved:
+        await runner.parse_in_child(
+            path, parsing.PDF, max_pages=10, memory_mb=24, timeout_seconds=60
+        )
+    assert starved.value.code == "invalid_file"
+    parsed = await runner.parse_in_child(
+        path, parsing.PDF, max_pages=10, memory_mb=1024, timeout_seconds=60
+    )
+    assert len(parsed.pages) == 3

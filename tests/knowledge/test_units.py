@@ -1,0 +1,56 @@
+"""The pure parts of knowledge bases: type sniffing, chunk pages and heading paths, and how a
+question becomes a keyword query."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.knowledge import parsing, search
+from app.knowledge.chunking import chunk
+from app.knowledge.parsing import Parsed
+
+
+@pytest.mark.parametrize(
+    ("head", "name", "expected"),
+    [
+        (b"%PDF-1.7\n...", "x.bin", parsing.PDF),
+        (b"PK\x03\x04rest", "policy.docx", parsing.DOCX),
+        (b"PK\x03\x04rest", "archive.zip", None),
+        (b"\xef\xbb\xbf<!DOCTYPE html><html>", None, parsing.HTML),
+        (b"<p>hello</p>", "page.htm", parsing.HTML),
+        (b"# Title\n\ntext", "notes.md", parsing.MARKDOWN),
+        (b"plain words", "notes.txt", parsing.TEXT),
+        (b"plain words", None, parsing.TEXT),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "photo.png", None),
+        (b"\xff\xfe\xfa bad utf-8 \xff" + b"x" * 20, "bad.txt", None),
+        ("caf\u00e9".encode()[:-1], "cut.txt", parsing.TEXT),  # a character cut at the end
+    ],
+)
+def test_the_type_is_read_from_the_bytes(head: bytes, name: str | None, expected: str) -> None:
+    assert parsing.sniff(head, name) == expected
+
+
+def test_chunks_know_their_pages_and_heading_path() -> None:
+    pages = ["# Install\n\n## Linux\n\n" + "apt install kettle. " * 20, "## Windows\n\nRun setup."]
+    text, chunks = chunk(Parsed(pages, paged=True), min_chars=100, max_chars=200)
+    assert text == pages[0] + "\n\n" + pages[1]
+    assert chunks[0].page_start == 1 and chunks[0].heading == "Install > Linux"
+    last = chunks[-1]
+    assert (last.page_start, last.page_end) == (2, 2)
+    assert last.heading == "Install > Windows"
+    for piece in chunks:
+        assert text[piece.char_start : piece.char_end] == piece.text
+    assert len({piece.content_hash for piece in chunks}) == len(chunks)
+
+
+def test_formats_without_pages_have_no_page_numbers() -> None:
+    _, chunks = chunk(Parsed(["Just one line."], paged=False), min_chars=50, max_chars=100)
+    assert [(c.page_start, c.page_end, c.heading) for c in chunks] == [(None, None, None)]
+
+
+def test_a_question_becomes_quoted_words_with_no_query_syntax() -> None:
+    words = search.terms('How do I "descale" the kettle? NEAR(kettle) AND -vinegar* OR x:y')
+    assert words == ["descale", "kettle", "vinegar", "x", "y"]
+    assert search.fts5_query(["descale", "kettle"]) == '"descale" OR "kettle"'
+    assert search.terms("the of and ?!") == []
+    assert len(search.terms(" ".join(f"w{i}" for i in range(100)))) == search.MAX_TERMS
