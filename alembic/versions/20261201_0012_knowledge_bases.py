@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("title", sa.String(length=255), nullable=False),
         sa.Column("source", sa.String(length=10), nullable=False),
         sa.Column("filename", sa.String(length=255), nullable=True),
+        sa.Column("source_url", sa.String(length=2000), nullable=True),
         sa.Column("mime_type", sa.String(length=100), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),

@@ -8,8 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-Scope = Literal["chat", "sessions:read", "sessions:write", "events:read"]
-ALL_SCOPES: tuple[str, ...] = ("chat", "sessions:read", "sessions:write", "events:read")
+Scope = Literal["chat", "sessions:read", "sessions:write", "events:read", "knowledge:read"]
+ALL_SCOPES: tuple[str, ...] = (
+    "chat",
+    "sessions:read",
+    "sessions:write",
+    "events:read",
+    "knowledge:read",
+)
 DEFAULT_SCOPES: tuple[Scope, ...] = ("chat", "sessions:read")
 
 
@@ -25,8 +31,8 @@ class ApiKeyCreate(BaseModel):
         min_length=1,
         description="`chat` (send messages, follow and cancel replies, rate them), "
         "`sessions:read` (list and read sessions, messages, exports), `sessions:write` (rename "
-        "and delete sessions), `events:read` (the project's event feed). Default: `chat` and "
-        "`sessions:read`.",
+        "and delete sessions), `events:read` (the project's event feed), `knowledge:read` "
+        "(retrieval from the project's knowledge base). Default: `chat` and `sessions:read`.",
     )
     expires_at: datetime | None = Field(
         default=None, description="When the key stops working (must be in the future)."

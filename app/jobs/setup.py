@@ -91,7 +91,7 @@ class Background:
             STALE_REPLIES_KIND: stale_replies_job(settings, maker),
             SEND_KIND: send_job(settings, maker, self.channels, self.secrets, self.trusted),
             REPLY_KIND: reply_job(settings, maker, registry, configs or ProjectConfigs()),
-            INDEX_KIND: index_job(settings, maker),
+            INDEX_KIND: index_job(settings, maker, self.outbound),
         }
         if self.publisher is not None:
             kinds[PUBLISH_KIND] = publish_job(maker, self.publisher)

@@ -11,34 +11,42 @@ and the last attempt fails it with `server_error`, so no document stays `indexin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.driver import transaction
+from app.core.outbound import OutboundAddressRefused
 from app.core.types import utcnow
 from app.events.recorder import record
 from app.jobs.worker import JobKind, JobRun
 from app.knowledge.chunking import Chunk, chunk
-from app.knowledge.parsing import Parsed, ParseError
+from app.knowledge.parsing import Parsed, ParseError, sniff
 from app.knowledge.runner import parse_in_child
+from app.knowledge.service import PART_BYTES, SNIFF_BYTES
 from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument, KnowledgeFilePart
 
 logger = logging.getLogger("app.knowledge")
 
 
-def index_job(settings: Settings, maker: async_sessionmaker[AsyncSession]) -> JobKind:
+def index_job(
+    settings: Settings, maker: async_sessionmaker[AsyncSession], client: httpx.AsyncClient
+) -> JobKind:
+    """`client`: the outbound-guarded one, for `url` documents."""
+
     async def index(job: JobRun) -> None:
         document_id = uuid.UUID(job.payload["document_id"])
         assert job.workspace_id is not None  # noqa: S101 - enqueued with the document's
         try:
-            await _index(settings, maker, job.workspace_id, document_id)
+            await _index(settings, maker, client, job.workspace_id, document_id)
         except ParseError as exc:
             await _fail(maker, job.workspace_id, document_id, exc.code, exc.message)
         except Exception:
@@ -58,6 +66,7 @@ def index_job(settings: Settings, maker: async_sessionmaker[AsyncSession]) -> Jo
 async def _index(
     settings: Settings,
     maker: async_sessionmaker[AsyncSession],
+    client: httpx.AsyncClient,
     workspace_id: uuid.UUID,
     document_id: uuid.UUID,
 ) -> None:
@@ -69,10 +78,14 @@ async def _index(
         ):
             return  # deleted, or indexed already
         document.status = DocumentStatus.INDEXING
-        mime_type = document.mime_type
+        mime_type, source_url = document.mime_type, document.source_url
     with tempfile.TemporaryDirectory(prefix="kb-") as directory:
         path = Path(directory) / "document"
-        await _write_file(maker, workspace_id, document_id, path)
+        if source_url is not None:  # fetched now, and kept like an upload
+            mime_type = await _download(client, source_url, path, settings.KNOWLEDGE_MAX_FILE_BYTES)
+            await _store_file(maker, workspace_id, document_id, path, mime_type)
+        else:
+            await _write_file(maker, workspace_id, document_id, path)
         parsed = await parse_in_child(
             path,
             mime_type,
@@ -200,6 +213,70 @@ async def _document(
     result = await db.execute(statement)
     document: KnowledgeDocument | None = result.scalar_one_or_none()
     return document
+
+
+async def _download(client: httpx.AsyncClient, url: str, path: Path, limit: int) -> str:
+    """The URL's body into `path` (following redirects; every connection passes the outbound
+    guard); its type, sniffed. ParseError for what retrying cannot mend; other errors (the
+    network, a 5xx) are retried by the job."""
+    try:
+        async with client.stream("GET", url, follow_redirects=True) as response:
+            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                raise ParseError("fetch_failed", f"The URL answered HTTP {response.status_code}.")
+            response.raise_for_status()
+            size = 0
+            with path.open("wb") as out:
+                async for piece in response.aiter_bytes():
+                    size += len(piece)
+                    if size > limit:
+                        raise ParseError(
+                            "too_large", f"The URL's file is larger than {limit} bytes."
+                        )
+                    out.write(piece)
+    except OutboundAddressRefused as exc:
+        raise ParseError("fetch_failed", str(exc)) from exc
+    with path.open("rb") as source:
+        head = source.read(SNIFF_BYTES)
+    mime_type = sniff(head, httpx.URL(url).path.rsplit("/", 1)[-1])
+    if mime_type is None or not head:
+        raise ParseError("unsupported_file", "The URL's content is not a supported document type.")
+    return mime_type
+
+
+async def _store_file(
+    maker: async_sessionmaker[AsyncSession],
+    workspace_id: uuid.UUID,
+    document_id: uuid.UUID,
+    path: Path,
+    mime_type: str,
+) -> None:
+    """A fetched file as the document's parts (replacing any earlier fetch's), in one short
+    transaction after the download: no transaction waits on the network."""
+    digest, size = hashlib.sha256(), 0
+    async with transaction(maker) as db:
+        document = await _document(db, workspace_id, document_id, lock=True)
+        if document is None:
+            return
+        await db.execute(
+            delete(KnowledgeFilePart).where(
+                KnowledgeFilePart.workspace_id == workspace_id,
+                KnowledgeFilePart.document_id == document_id,
+            )
+        )
+        with path.open("rb") as source:
+            for part, content in enumerate(iter(lambda: source.read(PART_BYTES), b"")):
+                digest.update(content)
+                size += len(content)
+                await db.execute(
+                    insert(KnowledgeFilePart).values(
+                        document_id=document_id,
+                        part=part,
+                        workspace_id=workspace_id,
+                        content=content,
+                    )
+                )
+        document.mime_type, document.size_bytes = mime_type, size
+        document.sha256 = digest.hexdigest()
 
 
 async def _write_file(

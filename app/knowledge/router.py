@@ -3,6 +3,7 @@ keyword retrieval (the hit-testing endpoint)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -13,10 +14,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.auth.dependencies import CurrentPrincipal, RequireAdmin
+from app.auth.dependencies import CurrentPrincipal, Principal, RequireAdmin, require_scope
 from app.core.db import SessionDep
 from app.core.dependencies import SettingsDep
-from app.core.errors import AppError, error_responses, field_error
+from app.core.errors import AppError, NotFoundError, error_responses, field_error
 from app.core.pagination import Page, PageParamsDep
 from app.knowledge.indexing import read_parts
 from app.knowledge.schemas import (
@@ -24,6 +25,7 @@ from app.knowledge.schemas import (
     DocumentRead,
     DocumentText,
     DocumentUpdate,
+    DocumentUrl,
     RetrievedDocument,
     RetrieveRecord,
     RetrieveRequest,
@@ -75,7 +77,9 @@ _DOCUMENT_BODY: dict[str, Any] = {
                 }
             },
             "application/json": {
-                "schema": DocumentText.model_json_schema(),
+                "schema": {
+                    "oneOf": [DocumentText.model_json_schema(), DocumentUrl.model_json_schema()]
+                },
                 "example": DocumentText.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
             },
         },
@@ -97,8 +101,9 @@ async def create_document(
     knowledge: KnowledgeServiceDep,
     principal: CurrentPrincipal,
 ) -> object:
-    """Add a document: a file (`multipart/form-data`, field `file`, optional `title`) or text
-    (JSON `{title, text, metadata?}`). Answers 202 once the bytes, the document and its
+    """Add a document: a file (`multipart/form-data`, field `file`, optional `title`), text
+    (JSON `{title, text, metadata?}`) or a URL (JSON `{url, title?, metadata?}`: fetched by the
+    indexing job, public addresses only). Answers 202 once the bytes, the document and its
     indexing job are committed together: an accepted document is never lost. It is then
     `queued`, `indexing`, and `ready` (or `failed`, with `error.code`).
 
@@ -113,6 +118,8 @@ async def create_document(
             if not isinstance(upload, UploadFile):
                 raise field_error("file", "a file is required (multipart field `file`)")
             title = form.get("title")
+            if isinstance(title, str) and ("\x00" in title or len(title) > 255):
+                raise field_error("title", "at most 255 characters, and no NUL character")
             document = await knowledge.create_upload(
                 project_id,
                 upload,
@@ -122,16 +129,34 @@ async def create_document(
         finally:
             await form.close()
     elif content_type in ("application/json", ""):
+        raw = await request.body()
         try:
-            body = DocumentText.model_validate_json(await request.body())
+            by_url = _has_url(raw)
+            if by_url:
+                document = await knowledge.create_url(
+                    project_id, DocumentUrl.model_validate_json(raw), principal.user_id
+                )
+            else:
+                document = await knowledge.create_text(
+                    project_id, DocumentText.model_validate_json(raw), principal.user_id
+                )
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
             ) from exc
-        document = await knowledge.create_text(project_id, body, principal.user_id)
     else:
         raise UnsupportedMediaTypeError()
     return DocumentRead.of(document)
+
+
+def _has_url(raw: bytes) -> bool:
+    """Whether a JSON body is the `{url}` kind (anything unparsable goes to the text kind,
+    whose validation then says what is wrong)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and "url" in value
 
 
 @router.get("/documents", response_model=Page[DocumentRead])
@@ -275,12 +300,23 @@ async def delete_document(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+RetrieveCaller = Annotated[Principal, Depends(require_scope("knowledge:read"))]
+
+
 @router.post("/retrieve", response_model=RetrieveResponse)
 async def retrieve(
-    project_id: uuid.UUID, body: RetrieveRequest, knowledge: KnowledgeServiceDep
+    project_id: uuid.UUID,
+    body: RetrieveRequest,
+    caller: RetrieveCaller,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> object:
     """Hit testing: the project's chunks that best match `query` (keyword search: SQLite
-    FTS5 bm25, or Postgres full text), best first, with their document, pages and offsets."""
+    FTS5 bm25, or Postgres full text), best first, with their document, pages and offsets.
+    Any member, or the project's own API key with the `knowledge:read` scope."""
+    if caller.project_id not in (None, project_id):  # a key reaches its own project only
+        raise NotFoundError("Project not found.", code="project_not_found")
+    knowledge = KnowledgeService(session, caller.workspace_id, settings)
     hits = await knowledge.retrieve(project_id, body.query, body.top_k)
     return RetrieveResponse(
         query=body.query,

@@ -30,6 +30,19 @@ class DocumentText(BaseModel):
     metadata: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=16)
 
 
+class DocumentUrl(BaseModel):
+    """A document fetched from a URL by its indexing job (through the outbound guard: public
+    addresses only)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"url": "https://example.com/returns.html"}]},
+    )
+    url: str = Field(min_length=1, max_length=2000, description="http(s); redirects followed.")
+    title: str | None = Field(default=None, min_length=1, max_length=255)
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=16)
+
+
 class DocumentUpdate(BaseModel):
     """Only the fields sent change; none of them re-indexes the document."""
 
@@ -46,8 +59,8 @@ class DocumentUpdate(BaseModel):
 class DocumentError(BaseModel):
     code: str = Field(
         description="`unsupported_file`, `invalid_file`, `too_large`, `too_many_pages`, "
-        "`no_text` (e.g. a scanned PDF without a text layer: OCR is not supported) or "
-        "`server_error`."
+        "`no_text` (e.g. a scanned PDF without a text layer: OCR is not supported), "
+        "`fetch_failed` (a `url` document's address answered with an error) or `server_error`."
     )
     message: str
 
@@ -56,9 +69,10 @@ class DocumentRead(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
     title: str
-    source: str = Field(description="`upload` or `text`.")
+    source: str = Field(description="`upload`, `text` or `url`.")
     filename: str | None
-    mime_type: str
+    source_url: str | None
+    mime_type: str = Field(description="Read from the bytes; empty until a `url` is fetched.")
     size_bytes: int
     sha256: str
     metadata: dict[str, Any]
@@ -83,6 +97,7 @@ class DocumentRead(BaseModel):
             title=document.title,
             source=document.source,
             filename=document.filename,
+            source_url=document.source_url,
             mime_type=document.mime_type,
             size_bytes=document.size_bytes,
             sha256=document.sha256,

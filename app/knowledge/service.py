@@ -20,12 +20,13 @@ from app.core.errors import (
     PayloadTooLargeError,
     field_error,
 )
+from app.core.outbound import check_url
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.events.recorder import record
 from app.jobs.queue import enqueue
 from app.knowledge import parsing, search
-from app.knowledge.schemas import DocumentText, DocumentUpdate
+from app.knowledge.schemas import DocumentText, DocumentUpdate, DocumentUrl
 from app.models import (
     DocumentSource,
     DocumentStatus,
@@ -96,6 +97,23 @@ class KnowledgeService:
         await self._queue(document)
         return document
 
+    async def create_url(
+        self, project_id: uuid.UUID, body: DocumentUrl, user_id: uuid.UUID | None
+    ) -> KnowledgeDocument:
+        """A document whose bytes its indexing job fetches; the URL is checked now (422
+        `url_not_allowed`) and again at every connection."""
+        await self.projects.get(project_id)
+        await check_url(body.url, allow_private=self.settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS)
+        await self._check_quota(project_id, 0)
+        document = self._document(
+            project_id, body.title or body.url[:255], DocumentSource.URL, None, "", user_id
+        )
+        document.source_url, document.meta = body.url, dict(body.metadata)
+        await self.session.flush()
+        self._audit(document, "document.created", {"title": document.title, "url": body.url})
+        await self._queue(document)
+        return document
+
     async def create_upload(
         self,
         project_id: uuid.UUID,
@@ -108,9 +126,10 @@ class KnowledgeService:
         await self.projects.get(project_id)
         head, mime_type = await self._sniff(upload)
         used = await self._check_quota(project_id, upload.size or 0)
-        name = (title or upload.filename or "Untitled").strip()[:255] or "Untitled"
+        filename = _filename(upload)
+        name = (title or filename or "Untitled").strip()[:255] or "Untitled"
         document = self._document(
-            project_id, name, DocumentSource.UPLOAD, upload.filename, mime_type, user_id
+            project_id, name, DocumentSource.UPLOAD, filename, mime_type, user_id
         )
         await self.session.flush()
         await self._store_upload(document, upload, head, used)
@@ -134,7 +153,7 @@ class KnowledgeService:
         )
         before = document.sha256
         document.source, document.mime_type = DocumentSource.UPLOAD, mime_type
-        document.filename = upload.filename[:255] if upload.filename else None
+        document.filename = _filename(upload)
         await self._store_upload(document, upload, head, used)
         document.status = DocumentStatus.QUEUED
         document.error_code = document.error_message = None
@@ -285,7 +304,7 @@ class KnowledgeService:
                 project_id=project_id,
                 title=title,
                 source=source,
-                filename=filename[:255] if filename else None,
+                filename=filename,
                 mime_type=mime_type,
                 size_bytes=0,
                 sha256="",
@@ -353,3 +372,9 @@ class KnowledgeService:
             f"The file is larger than {self.settings.KNOWLEDGE_MAX_FILE_BYTES} bytes.",
             code="too_large",
         )
+
+
+def _filename(upload: UploadFile) -> str | None:
+    """The upload's file name as stored: no NUL (no database stores one), at most 255."""
+    name = (upload.filename or "").replace("\x00", "").strip()
+    return name[:255] or None

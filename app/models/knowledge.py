@@ -33,6 +33,7 @@ class DocumentStatus(enum.StrEnum):
 class DocumentSource(enum.StrEnum):
     UPLOAD = "upload"
     TEXT = "text"
+    URL = "url"
 
 
 class KnowledgeDocument(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
@@ -42,6 +43,8 @@ class KnowledgeDocument(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     title: Mapped[str] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(10))
     filename: Mapped[str | None] = mapped_column(String(255))
+    # A `url` document's address: fetched (through the outbound guard) by its indexing job.
+    source_url: Mapped[str | None] = mapped_column(String(2000))
     mime_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

@@ -189,6 +189,8 @@ async def test_uploads_that_are_not_documents_or_too_large_are_refused_up_front(
         f"/projects/{pid}/knowledge/documents", json={"title": ""}, headers=owner.headers
     )
     assert bad_json.status_code == 422
+    nul = await upload(client, owner, pid, "a.txt", b"hello", title="bad\x00title")
+    assert nul.status_code == 422
     listed = await client.get(f"/projects/{pid}/knowledge/documents", headers=owner.headers)
     assert listed.json()["items"] == []  # nothing refused was stored
 
@@ -216,3 +218,35 @@ async def test_two_tenants_with_identical_documents_each_retrieve_only_their_own
     )
     assert other.status_code == 404
     assert second_doc not in found[first_pid]
+
+
+async def test_a_project_key_with_knowledge_read_retrieves_from_its_own_project_only(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    other = (await factories.create_project(client, owner, name="Other"))["id"]
+    made = await factories.document(client, owner, pid, "Hours", "Open at nine.")
+    await settled(client, owner, pid, made["id"])
+    reader = await factories.api_key(client, owner, pid, scopes=["knowledge:read"])
+    chat_only = await factories.api_key(client, owner, pid, scopes=["chat"])
+    body = {"query": "open nine"}
+
+    def url(project: str) -> str:
+        return f"/projects/{project}/knowledge/retrieve"
+
+    found = await client.post(url(pid), json=body, headers=factories.key_headers(reader["key"]))
+    assert found.status_code == 200 and len(found.json()["records"]) == 1
+    elsewhere = await client.post(
+        url(other), json=body, headers=factories.key_headers(reader["key"])
+    )
+    assert elsewhere.status_code == 404
+    refused = await client.post(
+        url(pid), json=body, headers=factories.key_headers(chat_only["key"])
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "insufficient_scope"
+    listing = await client.get(
+        f"/projects/{pid}/knowledge/documents", headers=factories.key_headers(reader["key"])
+    )
+    assert listing.status_code == 403  # keys retrieve; they do not manage documents
