@@ -3,6 +3,8 @@ question becomes a keyword query."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from app.knowledge import parsing, search
@@ -54,3 +56,42 @@ def test_a_question_becomes_quoted_words_with_no_query_syntax() -> None:
     assert search.fts5_query(["descale", "kettle"]) == '"descale" OR "kettle"'
     assert search.terms("the of and ?!") == []
     assert len(search.terms(" ".join(f"w{i}" for i in range(100)))) == search.MAX_TERMS
+
+
+def test_headings_at_the_very_end_still_make_a_chunk() -> None:
+    text, chunks = chunk(Parsed(["Body text here.\n\n# Appendix"], paged=False), 10, 16)
+    assert chunks[-1].text.endswith("# Appendix")
+    assert text[chunks[-1].char_start : chunks[-1].char_end] == chunks[-1].text
+
+
+def test_a_json_body_with_a_url_is_the_url_kind() -> None:
+    from app.knowledge.router import _has_url
+
+    assert _has_url(b'{"url": "https://example.com/a.pdf"}')
+    assert not _has_url(b'{"title": "t", "text": "x"}')
+    assert not _has_url(b"not json")
+    assert not _has_url(b'["url"]')
+
+
+def test_upload_file_names_are_stored_without_nul_and_cut_to_the_column() -> None:
+    from starlette.datastructures import UploadFile
+
+    from app.knowledge.service import _filename
+
+    assert _filename(UploadFile(io.BytesIO(b""), filename="a\x00b.pdf")) == "ab.pdf"
+    assert _filename(UploadFile(io.BytesIO(b""), filename="x" * 300)) == "x" * 255
+    assert _filename(UploadFile(io.BytesIO(b""), filename="  ")) is None
+
+
+def test_upload_routes_get_their_own_body_limit() -> None:
+    import re
+
+    from app.core.middleware import _matches
+    from app.knowledge.router import UPLOAD_PATH
+
+    pattern = re.compile(UPLOAD_PATH)
+    assert _matches(pattern, "/projects/abc/knowledge/documents")
+    assert _matches(pattern, "/projects/abc/knowledge/documents/def/file")
+    assert not _matches(pattern, "/projects/abc/knowledge/documents/def")
+    assert not _matches(pattern, "/projects/abc/knowledge/retrieve")
+    assert _matches("/webhooks/", "/webhooks/meta/1")
