@@ -251,7 +251,9 @@ def create_app(
         document_caller_errors(router.routes)
         app.include_router(router)
     # Added innermost first: the request-context middleware wraps everything.
-    app.add_middleware(NulGuardMiddleware)  # inside the size limit: it reads bounded bodies
+    uploads = re.compile(UPLOAD_PATH)
+    # Inside the size limit: it reads bounded bodies (all but the document uploads').
+    app.add_middleware(NulGuardMiddleware, file_uploads=(uploads,))
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
@@ -261,7 +263,7 @@ def create_app(
             ("/webhook/", settings.CHANNEL_WEBHOOK_MAX_BYTES),
             # Document uploads: the file's own limit (413 `too_large` past it), plus room for
             # the multipart framing and the title.
-            (re.compile(UPLOAD_PATH), settings.KNOWLEDGE_MAX_FILE_BYTES + 64 * 1024),
+            (uploads, settings.KNOWLEDGE_MAX_FILE_BYTES + 64 * 1024),
         ),
     )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.ENVIRONMENT == "production")

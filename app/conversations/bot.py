@@ -58,8 +58,8 @@ REPLY_ATTEMPTS = 3
 async def queue_reply(
     db: AsyncSession, workspace_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> None:
-    """The bot's turn for a contact's message. (The steady-state inbound statement,
-    app/channels/inbound.py `_STEADY`, writes this same row itself.)"""
+    """The bot's turn for a contact's message. (On Postgres the contact-message statement,
+    app/channels/contact_message.py, writes this same row itself.)"""
     await enqueue(
         db,
         REPLY_KIND,

@@ -132,8 +132,11 @@ class NulGuardMiddleware:
     """Answers 422 when a request's query or body carries a NUL character: no database can
     store one in text (Postgres refuses it), so it is refused up front for every route."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, file_uploads: tuple[re.Pattern[str], ...] = ()) -> None:
         self.app = app
+        # Routes whose multipart bodies carry files: binary, streamed to disk rather than held
+        # here; those routes keep NULs out of what they store themselves.
+        self.file_uploads = file_uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,11 +146,10 @@ class NulGuardMiddleware:
             await self._reject(send, scope.get("path", ""))
             return
         content_type = dict(scope["headers"]).get(b"content-type", b"")
-        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or content_type.startswith(
-            b"multipart/form-data"
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or (
+            content_type.startswith(b"multipart/form-data")
+            and any(_matches(paths, scope.get("path", "")) for paths in self.file_uploads)
         ):
-            # Multipart: files (binary, and streamed to disk, not held here); the routes that
-            # take them keep NULs out of what they store themselves.
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []

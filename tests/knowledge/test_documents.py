@@ -191,6 +191,12 @@ async def test_uploads_that_are_not_documents_or_too_large_are_refused_up_front(
     assert bad_json.status_code == 422
     nul = await upload(client, owner, pid, "a.txt", b"hello", title="bad\x00title")
     assert nul.status_code == 422
+    # Multipart bodies skip the NUL guard only on the upload routes.
+    elsewhere = await client.post(
+        "/auth/login", files={"username": (None, "a\x00@example.com"), "password": (None, "pw")}
+    )
+    assert elsewhere.status_code == 422
+    assert "NUL" in elsewhere.json()["error"]["message"]
     listed = await client.get(f"/projects/{pid}/knowledge/documents", headers=owner.headers)
     assert listed.json()["items"] == []  # nothing refused was stored
 
