@@ -153,6 +153,7 @@ class KnowledgeService:
         )
         before = document.sha256
         document.source, document.mime_type = DocumentSource.UPLOAD, mime_type
+        document.source_url = None  # an uploaded file now: not fetched again
         document.filename = _filename(upload)
         await self._store_upload(document, upload, head, used)
         document.status = DocumentStatus.QUEUED

@@ -74,6 +74,17 @@ async def test_a_url_is_fetched_through_its_redirect_and_indexed_with_pages(
     )
     assert kept.content == MANUAL  # kept like an upload: retries need no new fetch to read it
 
+    replaced = await client.put(
+        f"/projects/{pid}/knowledge/documents/{accepted['id']}/file",
+        files={"file": ("notes.md", b"# Notes\n\nNow an uploaded file about teapots.")},
+        headers=owner.headers,
+    )
+    assert replaced.status_code == 202 and replaced.json()["source_url"] is None
+    assert (await settled(client, owner, pid, accepted["id"]))["status"] == "ready"
+    [teapot] = await retrieve(client, owner, pid, "teapots", top_k=1)
+    assert teapot["document"]["id"] == accepted["id"]
+    assert await retrieve(client, owner, pid, "vinegar") == []
+
 
 async def test_a_url_that_fails_says_why(app: FastAPI, client: httpx.AsyncClient) -> None:
     owner = await factories.account(client)
