@@ -110,7 +110,7 @@ class KnowledgeService:
         )
         document.source_url, document.meta = body.url, dict(body.metadata)
         await self.session.flush()
-        self._audit(document, "document.created", {"title": document.title, "url": body.url})
+        self._audit(document, "document.created", {"title": document.title})
         await self._queue(document)
         return document
 
