@@ -29,7 +29,7 @@ from app.core.types import utcnow
 from app.events.recorder import record
 from app.jobs.worker import JobKind, JobRun
 from app.knowledge.chunking import Chunk, chunk
-from app.knowledge.parsing import Parsed, ParseError, sniff
+from app.knowledge.parsing import Parsed, ParseError, known_name, sniff
 from app.knowledge.runner import parse_in_child
 from app.knowledge.service import PART_BYTES, SNIFF_BYTES
 from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument, KnowledgeFilePart
@@ -237,7 +237,7 @@ async def _download(client: httpx.AsyncClient, url: str, path: Path, limit: int)
         raise ParseError("fetch_failed", str(exc)) from exc
     with path.open("rb") as source:
         head = source.read(SNIFF_BYTES)
-    mime_type = sniff(head, httpx.URL(url).path.rsplit("/", 1)[-1])
+    mime_type = sniff(head, known_name(httpx.URL(url).path.rsplit("/", 1)[-1]))
     if mime_type is None or not head:
         raise ParseError("unsupported_file", "The URL's content is not a supported document type.")
     return mime_type

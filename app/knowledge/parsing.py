@@ -47,10 +47,18 @@ class Parsed:
     paged: bool
 
 
+def known_name(name: str) -> str | None:
+    """`name` if its extension is one of the supported types' (a URL's last path segment:
+    `page.php` says nothing about what it serves)."""
+    return name if Path(name).suffix.lower() in _BY_SUFFIX else None
+
+
 def sniff(head: bytes, filename: str | None) -> str | None:
     """The type, by the file's first bytes (and its name where the bytes allow several); None
-    if it is none of the supported ones."""
+    if it is none of the supported ones, or its name says another type (`photo.png`)."""
     suffix = Path(filename or "").suffix.lower()
+    if suffix and suffix not in _BY_SUFFIX:
+        return None
     if head.startswith(b"%PDF-"):
         return PDF
     if head.startswith(b"PK\x03\x04"):

@@ -15,7 +15,10 @@ from app.knowledge.parsing import Parsed
 @pytest.mark.parametrize(
     ("head", "name", "expected"),
     [
-        (b"%PDF-1.7\n...", "x.bin", parsing.PDF),
+        (b"%PDF-1.7\n...", "manual.pdf", parsing.PDF),
+        (b"%PDF-1.7\n...", None, parsing.PDF),
+        (b"%PDF-1.7\n...", "x.bin", None),  # the name says another type
+        (b"plain words", "photo.png", None),
         (b"PK\x03\x04rest", "policy.docx", parsing.DOCX),
         (b"PK\x03\x04rest", "archive.zip", None),
         (b"\xef\xbb\xbf<!DOCTYPE html><html>", None, parsing.HTML),
@@ -62,6 +65,12 @@ def test_headings_at_the_very_end_still_make_a_chunk() -> None:
     text, chunks = chunk(Parsed(["Body text here.\n\n# Appendix"], paged=False), 10, 16)
     assert chunks[-1].text.endswith("# Appendix")
     assert text[chunks[-1].char_start : chunks[-1].char_end] == chunks[-1].text
+
+
+def test_a_url_s_last_segment_names_a_type_only_with_a_known_extension() -> None:
+    assert parsing.known_name("manual.pdf") == "manual.pdf"
+    assert parsing.known_name("page.php") is None
+    assert parsing.known_name("latest") is None
 
 
 def test_a_json_body_with_a_url_is_the_url_kind() -> None:
