@@ -323,16 +323,7 @@ async def retrieve(
         search_method="keyword",
         records=[
             RetrieveRecord(
-                chunk=ChunkRead(
-                    id=hit.chunk_id,
-                    position=hit.position,
-                    text=hit.text,
-                    page_start=hit.page_start,
-                    page_end=hit.page_end,
-                    char_start=hit.char_start,
-                    char_end=hit.char_end,
-                    heading=hit.heading,
-                ),
+                chunk=ChunkRead.of(hit),
                 document=RetrievedDocument(id=hit.document_id, title=hit.title),
                 score=hit.score,
             )

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.knowledge.search import Hit
 from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument
 
 MAX_QUERY_CHARS = 1000
@@ -125,7 +126,7 @@ class ChunkRead(BaseModel):
     heading: str | None = Field(description='The heading path, e.g. "Install > Linux".')
 
     @classmethod
-    def of(cls, chunk: KnowledgeChunk) -> ChunkRead:
+    def of(cls, chunk: KnowledgeChunk | Hit) -> ChunkRead:
         return cls(
             id=chunk.public_id,
             position=chunk.position,

@@ -32,7 +32,7 @@ _STOP = frozenset(
 
 @dataclass
 class Hit:
-    chunk_id: uuid.UUID
+    public_id: uuid.UUID  # the chunk's
     document_id: uuid.UUID
     title: str
     text: str
@@ -60,7 +60,7 @@ def fts5_query(words: list[str]) -> str:
 
 _SQLITE_SQL = text(
     """
-SELECT c.public_id AS chunk_id, c.document_id, d.title, c.text, c.position, c.page_start,
+SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
     c.page_end, c.char_start, c.char_end, c.heading, -bm25(kb_chunks_fts) AS score
 FROM kb_chunks_fts
 JOIN kb_chunks AS c ON c.id = kb_chunks_fts.rowid
@@ -74,7 +74,7 @@ ORDER BY bm25(kb_chunks_fts) LIMIT :limit
 
 _POSTGRES_SQL = text(
     """
-SELECT c.public_id AS chunk_id, c.document_id, d.title, c.text, c.position, c.page_start,
+SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
     c.page_end, c.char_start, c.char_end, c.heading, ts_rank_cd(c.tsv, q.query) AS score
 FROM websearch_to_tsquery('english', :query) AS q(query), kb_chunks AS c
 JOIN kb_documents AS d ON d.id = c.document_id
@@ -86,8 +86,8 @@ ORDER BY score DESC, c.id LIMIT :limit
 
 
 _UUIDS = (bindparam("workspace_id", type_=Uuid()), bindparam("project_id", type_=Uuid()))
-_SQLITE = _SQLITE_SQL.bindparams(*_UUIDS).columns(chunk_id=Uuid(), document_id=Uuid())
-_POSTGRES = _POSTGRES_SQL.bindparams(*_UUIDS).columns(chunk_id=Uuid(), document_id=Uuid())
+_SQLITE = _SQLITE_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
+_POSTGRES = _POSTGRES_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
 
 
 async def keyword(
@@ -102,14 +102,4 @@ async def keyword(
     else:
         statement, params["query"] = _SQLITE, fts5_query(words)
     rows = (await db.execute(statement, params | {"limit": limit})).mappings()
-    return [
-        Hit(
-            **{
-                **row,
-                "chunk_id": uuid.UUID(str(row["chunk_id"])),
-                "document_id": uuid.UUID(str(row["document_id"])),
-                "score": float(row["score"]),
-            }
-        )
-        for row in rows
-    ]
+    return [Hit(**{**row, "score": float(row["score"])}) for row in rows]
