@@ -55,7 +55,7 @@ KnowledgeServiceDep = Annotated[KnowledgeService, Depends(get_knowledge_service)
 class UnsupportedMediaTypeError(AppError):
     status_code = 415
     code = "unsupported_media_type"
-    message = "Send multipart/form-data (a file) or application/json ({title, text})."
+    message = "Send multipart/form-data (a file) or application/json ({title, text} or {url})."
 
 
 _DOCUMENT_BODY: dict[str, Any] = {
