@@ -1,8 +1,11 @@
 """How a message will be answered: by an intent's canned reply, or by an LLM request built
 from the project's prompts (with `{{placeholders}}` filled), the history and the message. On a
 channel conversation, a handoff step comes first: a handoff keyword, or an intent whose action
-is `handoff`, hands the conversation to a human instead (app/conversations/policy.py). The
-steps need nothing from the database beyond what the turn already read."""
+is `handoff`, hands the conversation to a human instead (app/conversations/policy.py).
+
+`plan_without_llm` runs those steps; when none answers, the caller may retrieve knowledge-base
+sources (app/knowledge/grounding.py, the one step that reads the database) and pass them to
+`plan_llm_reply` as an extra system message."""
 
 from __future__ import annotations
 
@@ -39,7 +42,30 @@ class ReplyPlan:
         return self.canned is not None
 
 
-def plan_reply(
+def plan_without_llm(
+    config: ProjectConfig,
+    settings: Settings,
+    *,
+    message: str,
+    context: Mapping[str, str | int | float | bool | None] | None = None,
+    handoff: HandoffPolicy | None = None,
+) -> ReplyPlan | None:
+    """The plan when no LLM call answers `message`: a handoff keyword or intent, or an
+    intent's canned reply. None when the LLM is to answer (after any knowledge retrieval)."""
+    if handoff is not None and (keyword := handoff.keyword_in(message)) is not None:
+        return _no_reply(handoff=f"keyword: {keyword}")
+    if config.rules:
+        rule = match_intent(
+            config.rules, message, timeout_seconds=settings.INTENT_MATCH_TIMEOUT_MS / 1000
+        )
+        if rule is not None and handoff is not None and rule.action == "handoff":
+            return _no_reply(intent=rule, handoff=f"intent: {rule.name}")
+        if rule is not None:
+            return _no_reply(intent=rule, canned=render(rule.reply, context))
+    return None
+
+
+def plan_llm_reply(
     config: ProjectConfig,
     registry: ProviderRegistry,
     settings: Settings,
@@ -50,17 +76,9 @@ def plan_reply(
     extra_system: Sequence[str] = (),
     handoff: HandoffPolicy | None = None,
 ) -> ReplyPlan:
-    """The plan for answering `message` with the project's intents and prompts (and, on a
-    channel, its handoff policy)."""
-    project, rules = config.project, config.rules
-    if handoff is not None and (keyword := handoff.keyword_in(message)) is not None:
-        return _no_reply(handoff=f"keyword: {keyword}")
-    if rules:
-        rule = match_intent(rules, message, timeout_seconds=settings.INTENT_MATCH_TIMEOUT_MS / 1000)
-        if rule is not None and handoff is not None and rule.action == "handoff":
-            return _no_reply(intent=rule, handoff=f"intent: {rule.name}")
-        if rule is not None:
-            return _no_reply(intent=rule, canned=render(rule.reply, context))
+    """The LLM request for `message`: the project's prompts, then `extra_system` (a caller's
+    system messages, the knowledge sources), the history and the message."""
+    project = config.project
     system = [render(p, context) for p in config.prompts] or [DEFAULT_SYSTEM_PROMPT]
     if handoff is not None and handoff.ask_model:
         system.append(INSTRUCTION)

@@ -73,11 +73,11 @@ before any event is sent.
 
 SSE_EXAMPLE = (
     'event: session\nid: 0\ndata: {"session_id": "…", "message_id": "…", '
-    '"assistant_message_id": "…"}\n\n'
+    '"assistant_message_id": "…", "citations": []}\n\n'
     'event: delta\nid: 5\ndata: {"content": "Hello"}\n\n'
     'event: delta\nid: 12\ndata: {"content": " there!"}\n\n'
     'event: done\nid: end\ndata: {"message": {…}, "finish_reason": "stop", '
-    '"usage": {…}, "latency_ms": 840}\n\n'
+    '"usage": {…}, "latency_ms": 840, "citations": []}\n\n'
 )
 
 
@@ -103,7 +103,12 @@ def event_stream(events: AsyncIterator[ServerSentEvent], ping_seconds: float) ->
 
 
 def _turn_stream(turn: ChatTurn, generation: Generation, ping_seconds: float) -> Response:
-    first = session_event(turn.session_id, turn.user_message.id, turn.assistant_message.id)
+    first = session_event(
+        turn.session_id,
+        turn.user_message.id,
+        turn.assistant_message.id,
+        turn.assistant_message.citations,
+    )
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         yield first
@@ -135,6 +140,7 @@ def chat_response(turn: ChatTurn) -> ChatResponse:
         links=[Link(text=text, url=url) for text, url in intent.links] if intent else [],
         requires_login=intent.requires_login if intent else False,
         fallback=turn.fallback,
+        citations=assistant.citations,
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.chat.templates import Context
 from app.intents.schemas import Link
+from app.knowledge.schemas import CitationRead
 from app.models import ChatMessage, ChatSession
 
 
@@ -113,6 +114,11 @@ class MessageRead(BaseModel):
     )
     error: MessageError | None = None
     feedback: FeedbackRead | None = None
+    citations: list[CitationRead] = Field(
+        default_factory=list,
+        description="The knowledge-base sources the reply was given, numbered as `[n]` in its "
+        "text (empty when the project's knowledge is off or nothing matched).",
+    )
 
     @classmethod
     def from_model(cls, message: ChatMessage) -> MessageRead:
@@ -149,6 +155,7 @@ class MessageRead(BaseModel):
             intent=message.intent,
             error=error,
             feedback=feedback,
+            citations=message.citations or [],
         )
 
 
@@ -167,6 +174,10 @@ class ChatResponse(BaseModel):
     fallback: bool = Field(
         description="True when the LLM failed and `reply` is the project's fallback reply; "
         "`assistant_message` then holds the recorded failure."
+    )
+    citations: list[CitationRead] = Field(
+        description="The knowledge-base sources `[n]` in `reply` refers to (as on "
+        "`assistant_message`)."
     )
 
 

@@ -18,7 +18,7 @@ from app.auth.dependencies import Principal
 from app.chat.errors import upstream_error
 from app.chat.events import include_content, message_created, session_created
 from app.chat.limits import admit_turn
-from app.chat.planning import ReplyPlan, plan_reply
+from app.chat.planning import ReplyPlan, plan_llm_reply, plan_without_llm
 from app.chat.repository import EVERYONE, Audience, MessageRepository, SessionRepository
 from app.chat.schemas import ChatRequest
 from app.chat.streaming import (
@@ -45,6 +45,7 @@ from app.core.errors import (
 from app.core.ratelimit import RateLimits, Rule
 from app.events.recorder import wake_relay
 from app.intents.matcher import IntentRule
+from app.knowledge import grounding
 from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage
@@ -301,7 +302,8 @@ class ChatService:
                 completed_at=now,
                 event_seq=last_event_seq - 1,
             )
-            prepared = self._pending_reply(
+            prepared = await self._pending_reply(
+                db,
                 config,
                 user_message,
                 history,
@@ -394,15 +396,16 @@ class ChatService:
                 session_id, project.history_window, before_seq=user_message.seq
             )
             seq, event_seq = await sessions.reserve_seqs(session_id, 1, now)
-            prepared = self._pending_reply(
-                config, user_message, history, seq=seq, event_seq=event_seq, now=now
+            prepared = await self._pending_reply(
+                db, config, user_message, history, seq=seq, event_seq=event_seq, now=now
             )
             await messages.insert(prepared.assistant_message)
             prepared.budgets = admitted.tokens
             return prepared
 
-    def _pending_reply(
+    async def _pending_reply(
         self,
+        db: AsyncSession,
         config: ProjectConfig,
         user_message: ChatMessage,
         history: list[tuple[str, str]],
@@ -414,15 +417,25 @@ class ChatService:
         reply_id: uuid.UUID | None = None,
     ) -> _PreparedTurn:
         """Build the LLM request for `user_message` (or pick the intent that answers it) and
-        the pending reply to it (for the caller to INSERT)."""
-        plan = plan_reply(
-            config,
-            self.registry,
-            self.settings,
-            history=[LLMMessage(role, content) for role, content in history],  # type: ignore[arg-type]
-            message=user_message.content,
-            context=context,
-        )
+        the pending reply to it (for the caller to INSERT). A project grounded in its
+        knowledge base gets its sources here: one statement, only when no intent answers."""
+        message = user_message.content
+        plan = plan_without_llm(config, self.settings, message=message, context=context)
+        sources: list[grounding.Source] = []
+        if plan is None:
+            if config.grounding is not None:
+                sources = await grounding.retrieve(
+                    db, self.workspace_id, config.project.id, message, config.grounding
+                )
+            plan = plan_llm_reply(
+                config,
+                self.registry,
+                self.settings,
+                history=[LLMMessage(role, content) for role, content in history],  # type: ignore[arg-type]
+                message=message,
+                context=context,
+                extra_system=(grounding.citing_prompt(sources),) if sources else (),
+            )
         assistant_message = ChatMessage(
             id=reply_id or uuid.uuid4(),
             chat_session_id=user_message.chat_session_id,
@@ -436,6 +449,7 @@ class ChatService:
             created_at=now,
             heartbeat_at=now,
             event_seq=event_seq,
+            citations=grounding.citations(sources),
         )
         return _PreparedTurn(
             session_id=user_message.chat_session_id,
@@ -478,13 +492,13 @@ class ChatService:
         """The reply's events after `last_event_id` (all of them without one), live until it
         ends. None when the client already has the terminal event."""
         offset = _parse_last_event_id(last_event_id)
-        _, question = await self.get_reply(session_id, message_id)
+        reply, question = await self.get_reply(session_id, message_id)
         if offset is None:
             return None
 
         async def events() -> AsyncIterator[ServerSentEvent]:
             if last_event_id is None and question is not None:
-                yield session_event(session_id, question.id, message_id)
+                yield session_event(session_id, question.id, message_id, reply.citations)
             local = self.generations.get(message_id)
             source = (
                 local.follow(offset)

@@ -8,18 +8,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.dependencies import Principal
 from app.chat.errors import classify, upstream_error
 from app.chat.limits import admit_turn
-from app.chat.planning import ReplyPlan, plan_reply
+from app.chat.planning import ReplyPlan, plan_llm_reply, plan_without_llm
 from app.chat.service import check_message, project_not_found
 from app.chat.streaming import llm_call_fields
 from app.core.config import Settings
 from app.core.errors import field_error
 from app.core.ratelimit import RateLimits, Rule
+from app.knowledge import grounding
 from app.llm.base import LLMError
 from app.llm.registry import ProviderRegistry
 from app.llm.resilience import CallReport, report_headers
@@ -36,6 +38,7 @@ class StatelessTurn:
     project: Project  # detached: only its loaded columns are read
     plan: ReplyPlan
     budgets: list[Rule] = field(default_factory=list)  # token budgets the reply is charged to
+    citations: list[dict[str, Any]] = field(default_factory=list)  # the sources `[n]` cites
 
     async def charge(self, limits: RateLimits, usage: Usage | None) -> None:
         if usage is not None:
@@ -122,16 +125,27 @@ class StatelessChat:
             raise project_not_found()
         project = config.project
         admitted = await admit_turn(self.limits, self.settings, self.principal, project)
-        plan = plan_reply(
+        plan = plan_without_llm(config, self.settings, message=message, context=context)
+        if plan is not None:
+            return StatelessTurn(project, plan, admitted.tokens)
+        sources: list[grounding.Source] = []
+        if config.grounding is not None:
+            async with self.maker() as db:
+                sources = await grounding.retrieve(
+                    db, workspace_id, project.id, message, config.grounding
+                )
+        plan = plan_llm_reply(
             config,
             self.registry,
             self.settings,
             history=history,
             message=message,
             context=context,
-            extra_system=extra_system,
+            extra_system=(*extra_system, grounding.citing_prompt(sources))
+            if sources
+            else extra_system,
         )
-        return StatelessTurn(project, plan, admitted.tokens)
+        return StatelessTurn(project, plan, admitted.tokens, grounding.citations(sources) or [])
 
     async def complete(self, turn: StatelessTurn) -> StatelessReply:
         """The whole reply; an LLM failure is the fallback reply if the project has one, else

@@ -57,12 +57,17 @@ INTERNAL = ("internal_error", "The reply could not be generated.")
 
 
 def session_event(
-    session_id: uuid.UUID, message_id: uuid.UUID, assistant_message_id: uuid.UUID
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    assistant_message_id: uuid.UUID,
+    citations: list[dict[str, Any]] | None = None,
 ) -> ServerSentEvent:
+    """The stream's first event; `citations` are the reply's sources, known before its text."""
     data = {
         "session_id": str(session_id),
         "message_id": str(message_id),
         "assistant_message_id": str(assistant_message_id),
+        "citations": citations or [],
     }
     return ServerSentEvent(data=json.dumps(data), event="session", id="0")
 
@@ -82,6 +87,7 @@ def terminal_event(message: MessageRead, fallback_reply: str | None = None) -> S
             "finish_reason": message.finish_reason,
             "usage": stored["usage"],
             "latency_ms": message.latency_ms,
+            "citations": stored["citations"],
         }
         return ServerSentEvent(data=json.dumps(data), event="done", id=END_EVENT_ID)
     error = {"code": message.error.code, "message": message.error.message}

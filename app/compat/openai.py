@@ -37,6 +37,7 @@ from app.core.errors import (
 from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.core.idempotency import fingerprint, run_idempotent, store_for
 from app.core.responses import ModelResponse
+from app.knowledge.schemas import CitationRead
 from app.llm.base import LLMError
 from app.llm.resilience import CallReport, report_headers
 from app.llm.types import LLMMessage, StreamChunk, Usage
@@ -148,6 +149,12 @@ class ChatCompletion(BaseModel):
     choices: list[CompletionChoice]
     usage: CompletionUsage | None
     system_fingerprint: None = None
+    citations: list[CitationRead] = Field(
+        default_factory=list,
+        description="Not in OpenAI's API: the knowledge-base sources `[n]` in the reply refers "
+        "to (empty when the project's knowledge is off or nothing matched). Streamed, they are "
+        "on the first chunk.",
+    )
 
 
 _ERRORS = error_responses(400, 401, 403, 404, 413, 429, 502, 503, 504)
@@ -265,6 +272,7 @@ async def _create(body: ChatCompletionRequest, chat: StatelessChat, settings: Se
             rest,
             include_usage,
             finished=partial(chat.stream_finished, turn, time.perf_counter()),
+            citations=turn.citations,
         )
         return EventSourceResponse(
             events,
@@ -292,6 +300,7 @@ async def _create(body: ChatCompletionRequest, chat: StatelessChat, settings: Se
         )
         if usage
         else CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+        citations=[CitationRead.model_validate(c) for c in turn.citations],
     )
     return ModelResponse(completion, headers=_headers(turn, reply.fallback))
 
@@ -305,6 +314,7 @@ async def _chunk_events(
     include_usage: bool,
     *,
     finished: Callable[[str, Usage | None], Awaitable[None]],
+    citations: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         body = {
@@ -320,7 +330,8 @@ async def _chunk_events(
         }
         return json.dumps(body)
 
-    yield ServerSentEvent(data=chunk({"role": "assistant", "content": ""}))
+    opening: dict[str, Any] = {"citations": citations} if citations else {}
+    yield ServerSentEvent(data=chunk({"role": "assistant", "content": ""}, **opening))
     finish_reason: str | None = None
     usage = None
     try:

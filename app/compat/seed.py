@@ -22,6 +22,7 @@ from app.core.idempotency import fingerprint, run_idempotent, store_for
 from app.core.responses import ModelResponse
 from app.intents.matcher import IntentRule
 from app.intents.schemas import Link
+from app.knowledge.schemas import CitationRead
 from app.llm.resilience import report_headers
 from app.llm.types import LLMMessage
 
@@ -107,6 +108,11 @@ class SimpleChatResponse(BaseModel):
     session_id: uuid.UUID | None = Field(description="The session, when the turn was stored.")
     message_id: uuid.UUID | None = Field(description="The stored reply's id, when stored.")
     usage: UsageRead | None = Field(description="Tokens used, when the upstream reported them.")
+    citations: list[CitationRead] = Field(
+        default_factory=list,
+        description="The knowledge-base sources `[n]` in `reply` refers to (empty when the "
+        "project's knowledge is off or nothing matched).",
+    )
 
 
 def _intent_fields(intent: IntentRule | None) -> dict[str, object]:
@@ -185,6 +191,7 @@ async def _simple_answer(
             session_id=turn.session_id,
             message_id=reply.id,
             usage=reply.usage,
+            citations=reply.citations,
             **_intent_fields(turn.intent),
         ), report_headers(turn.report)
 
@@ -207,5 +214,6 @@ async def _simple_answer(
         )
         if usage
         else None,
+        citations=[CitationRead.model_validate(c) for c in planned.citations],
         **_intent_fields(planned.plan.intent),
     ), report_headers(answer.report)

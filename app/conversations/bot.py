@@ -24,7 +24,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.channels.outbound import store_reply
-from app.chat.planning import ReplyPlan, plan_reply
+from app.chat.planning import ReplyPlan, plan_llm_reply, plan_without_llm
 from app.chat.repository import MessageRepository
 from app.conversations.policy import model_handoff, policy_of
 from app.conversations.repository import ConversationRepository
@@ -33,6 +33,7 @@ from app.core.config import Settings
 from app.core.driver import transaction
 from app.jobs.queue import enqueue
 from app.jobs.worker import JobKind, JobRun
+from app.knowledge import grounding
 from app.llm.base import LLMError
 from app.llm.registry import ProviderRegistry
 from app.llm.types import LLMMessage
@@ -96,16 +97,28 @@ def reply_job(
             return
         conversation, channel, message, config, history = turn
         policy = policy_of(channel.settings or {})
-        plan = plan_reply(
-            config,
-            registry,
-            settings,
-            history=history,
-            message=message.content,
-            extra_system=(conversation.bot_note,) if conversation.bot_note else (),
-            handoff=policy,
-        )
+        question = message.content
+        plan = plan_without_llm(config, settings, message=question, handoff=policy)
+        sources: list[grounding.Source] = []
+        if plan is None:
+            if config.grounding is not None:
+                async with maker() as db:
+                    sources = await grounding.retrieve(
+                        db, conversation.workspace_id, config.project.id, question, config.grounding
+                    )
+            extra = (conversation.bot_note,) if conversation.bot_note else ()
+            plan = plan_llm_reply(
+                config,
+                registry,
+                settings,
+                history=history,
+                message=question,
+                extra_system=(*extra, grounding.citing_prompt(sources)) if sources else extra,
+                handoff=policy,
+            )
         outcome = await _generate(plan)
+        if outcome.fields is not None and sources:
+            outcome.fields["citations"] = grounding.citations(sources)
         async with transaction(maker) as db:
             await _store(db, settings, conversation_id, outcome, policy.message, config)
 

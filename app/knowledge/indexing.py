@@ -29,10 +29,17 @@ from app.core.types import utcnow
 from app.events.recorder import record
 from app.jobs.worker import JobKind, JobRun
 from app.knowledge.chunking import Chunk, chunk
+from app.knowledge.limits import limits_of
 from app.knowledge.parsing import Parsed, ParseError, known_name, sniff
 from app.knowledge.runner import parse_in_child
 from app.knowledge.service import PART_BYTES, SNIFF_BYTES
-from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument, KnowledgeFilePart
+from app.models import (
+    DocumentStatus,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    KnowledgeFilePart,
+    Project,
+)
 
 logger = logging.getLogger("app.knowledge")
 
@@ -79,17 +86,23 @@ async def _index(
             return  # deleted, or indexed already
         document.status = DocumentStatus.INDEXING
         mime_type, source_url = document.mime_type, document.source_url
+        knowledge = await db.scalar(
+            select(Project.knowledge).where(
+                Project.workspace_id == workspace_id, Project.id == document.project_id
+            )
+        )
+        limits = limits_of(settings, knowledge)
     with tempfile.TemporaryDirectory(prefix="kb-") as directory:
         path = Path(directory) / "document"
         if source_url is not None:  # fetched now, and kept like an upload
-            mime_type = await _download(client, source_url, path, settings.KNOWLEDGE_MAX_FILE_BYTES)
+            mime_type = await _download(client, source_url, path, limits.max_file_bytes)
             await _store_file(maker, workspace_id, document_id, path, mime_type)
         else:
             await _write_file(maker, workspace_id, document_id, path)
         parsed = await parse_in_child(
             path,
             mime_type,
-            max_pages=settings.KNOWLEDGE_MAX_PAGES,
+            max_pages=limits.max_pages,
             memory_mb=settings.KNOWLEDGE_PARSE_MEMORY_MB,
             timeout_seconds=settings.KNOWLEDGE_PARSE_TIMEOUT_SECONDS,
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.knowledge.grounding import DEFAULT_CONTEXT_TOKENS, DEFAULT_TOP_K
 from app.knowledge.search import Hit
 from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument
 
@@ -137,6 +138,55 @@ class ChunkRead(BaseModel):
             char_end=chunk.char_end,
             heading=chunk.heading,
         )
+
+
+class KnowledgeSettings(BaseModel):
+    """A project's use of its knowledge base in chat turns, and its own limits. Limits left null
+    are the deployment's `KNOWLEDGE_*`; a project's may be lower, not higher."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"enabled": True, "top_k": 4, "max_context_tokens": 1500}]},
+    )
+    enabled: bool = Field(
+        default=True,
+        description="Ground chat turns in the knowledge base: after the intent check, the "
+        "best chunks for the message are given to the model as numbered sources to cite as "
+        "`[n]`, and the reply carries them as `citations`.",
+    )
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="Chunks retrieved.")
+    max_context_tokens: int = Field(
+        default=DEFAULT_CONTEXT_TOKENS,
+        ge=100,
+        le=32000,
+        description="The sources' budget in the prompt (about 4 characters a token); chunks "
+        "that do not fit are left out.",
+    )
+    min_score: float | None = Field(
+        default=None,
+        ge=0,
+        description="Leave out chunks scoring below this (the score `retrieve` reports).",
+    )
+    max_documents: int | None = Field(default=None, ge=1, description="Documents kept.")
+    max_total_bytes: int | None = Field(default=None, ge=1024, description="Bytes of all files.")
+    max_file_bytes: int | None = Field(default=None, ge=1024, description="Bytes of one file.")
+    max_pages: int | None = Field(default=None, ge=1, description="Pages of one PDF.")
+
+
+class CitationRead(BaseModel):
+    """A numbered source the reply was given; `[n]` in its text cites it."""
+
+    n: int
+    document_id: uuid.UUID
+    chunk_id: uuid.UUID
+    title: str
+    page_start: int | None = Field(description="1-based; null for formats without pages.")
+    page_end: int | None
+    char_start: int = Field(description="Offset in the document's extracted text.")
+    char_end: int
+    heading: str | None
+    snippet: str = Field(description="The chunk's beginning.")
+    score: float
 
 
 class RetrieveRequest(BaseModel):

@@ -26,6 +26,7 @@ from app.core.repository import WorkspaceRepository
 from app.events.recorder import record
 from app.jobs.queue import enqueue
 from app.knowledge import parsing, search
+from app.knowledge.limits import limits_of
 from app.knowledge.schemas import DocumentText, DocumentUpdate, DocumentUrl
 from app.models import (
     DocumentSource,
@@ -76,13 +77,19 @@ class KnowledgeService:
         self.settings = settings
         self.documents = DocumentRepository(session, workspace_id)
         self.projects = ProjectService(session, workspace_id)
+        self.limits = limits_of(settings, None)  # the project's, once `_project` read it
+
+    async def _project(self, project_id: uuid.UUID) -> None:
+        """404 unless the project is in the workspace; its limits apply from now on."""
+        project = await self.projects.get(project_id)
+        self.limits = limits_of(self.settings, project.knowledge)
 
     async def create_text(
         self, project_id: uuid.UUID, body: DocumentText, user_id: uuid.UUID | None
     ) -> KnowledgeDocument:
-        await self.projects.get(project_id)
+        await self._project(project_id)
         data = body.text.encode()
-        if len(data) > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+        if len(data) > self.limits.max_file_bytes:
             raise self._too_large()
         await self._check_quota(project_id, len(data))
         document = self._document(
@@ -102,7 +109,7 @@ class KnowledgeService:
     ) -> KnowledgeDocument:
         """A document whose bytes its indexing job fetches; the URL is checked now (422
         `url_not_allowed`) and again at every connection."""
-        await self.projects.get(project_id)
+        await self._project(project_id)
         await check_url(body.url, allow_private=self.settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS)
         await self._check_quota(project_id, 0)
         document = self._document(
@@ -123,7 +130,7 @@ class KnowledgeService:
     ) -> KnowledgeDocument:
         """Stream the upload into the database in parts of PART_BYTES (never whole in memory);
         the type is sniffed from its first bytes."""
-        await self.projects.get(project_id)
+        await self._project(project_id)
         head, mime_type = await self._sniff(upload)
         used = await self._check_quota(project_id, upload.size or 0)
         filename = _filename(upload)
@@ -142,6 +149,7 @@ class KnowledgeService:
     ) -> KnowledgeDocument:
         """A new file for the document: indexed as its next version, which is swapped in
         when ready; until then retrieval keeps serving the current one."""
+        await self._project(project_id)
         document = await self.get(project_id, document_id)
         head, mime_type = await self._sniff(upload)
         used = await self._check_quota(project_id, upload.size or 0, replacing=document)
@@ -258,7 +266,7 @@ class KnowledgeService:
         mime_type = parsing.sniff(head, upload.filename)
         if mime_type is None:
             raise UnsupportedFileError()
-        if upload.size is not None and upload.size > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+        if upload.size is not None and upload.size > self.limits.max_file_bytes:
             raise self._too_large()
         return head, mime_type
 
@@ -274,7 +282,7 @@ class KnowledgeService:
             if len(pending) >= PART_BYTES or (not piece and pending):
                 digest.update(pending)
                 size += len(pending)
-                if size > self.settings.KNOWLEDGE_MAX_FILE_BYTES:
+                if size > self.limits.max_file_bytes:
                     raise self._too_large()
                 await self._add_part(document.id, part, pending)
                 part, pending = part + 1, b""
@@ -356,13 +364,13 @@ class KnowledgeService:
         ).one()
         if replacing is not None:
             used -= replacing.size_bytes
-        elif count >= self.settings.KNOWLEDGE_MAX_DOCUMENTS_PER_PROJECT:
+        elif count >= self.limits.max_documents:
             raise QuotaExceededError(f"The project has {count} documents, the most it may have.")
         self._check_bytes(int(used), adding)
         return int(used)
 
     def _check_bytes(self, used: int, adding: int) -> None:
-        limit = self.settings.KNOWLEDGE_MAX_BYTES_PER_PROJECT
+        limit = self.limits.max_total_bytes
         if used + adding > limit:
             raise QuotaExceededError(
                 f"The project's documents would take more than its {limit} bytes."
@@ -370,7 +378,7 @@ class KnowledgeService:
 
     def _too_large(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(
-            f"The file is larger than {self.settings.KNOWLEDGE_MAX_FILE_BYTES} bytes.",
+            f"The file is larger than {self.limits.max_file_bytes} bytes.",
             code="too_large",
         )
 

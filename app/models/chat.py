@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.types import utcnow
@@ -116,6 +117,9 @@ class ChatMessage(UUIDPrimaryKey, WorkspaceScoped, Base):
     author_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+    # A reply grounded in the project's knowledge base: the numbered sources its prompt was
+    # given, which `[n]` in its text refers to (app/knowledge/grounding.py); null otherwise.
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
         UniqueConstraint("chat_session_id", "seq", name="uq_chat_messages_chat_session_id_seq"),

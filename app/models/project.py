@@ -46,6 +46,9 @@ class Project(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     # Retention; null: the workspace's default (null there too: kept).
     session_ttl_days: Mapped[int | None]
     message_retention_days: Mapped[int | None]
+    # Knowledge base use and limits (app/knowledge/grounding.py `KnowledgeSettings`); null: off,
+    # with the deployment's KNOWLEDGE_* limits.
+    knowledge: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
         Index("ix_projects_workspace_id_created_at", "workspace_id", "created_at"),

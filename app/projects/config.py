@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.intents.matcher import IntentRule
 from app.intents.repository import IntentRepository
+from app.knowledge.grounding import Grounding
 from app.models import Intent, Project, Prompt
 from app.prompts.repository import PromptRepository
 
@@ -36,6 +37,7 @@ class ProjectConfig:
     project: Project
     prompts: tuple[str, ...]  # the active prompts' texts, in order
     rules: tuple[IntentRule, ...]  # the active intents, in the order they are tried
+    grounding: Grounding | None = None  # how turns use the knowledge base; None: they do not
 
     @property
     def revision(self) -> int:
@@ -96,7 +98,9 @@ class ProjectConfigs:
         db.expunge(project)  # out of the session: its rollback or commit must not expire it
         prompts = await PromptRepository(db, workspace_id).active_contents(project_id)
         rules = await IntentRepository(db, workspace_id).active_rules(project_id)
-        config = ProjectConfig(project, tuple(prompts), tuple(rules))
+        config = ProjectConfig(
+            project, tuple(prompts), tuple(rules), Grounding.of(project.knowledge)
+        )
         self._entries[project_id] = config
         self._entries.move_to_end(project_id)
         while len(self._entries) > self.size:

@@ -7,8 +7,10 @@ import uuid
 from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import RequireAdmin
+from app.core.dependencies import SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import Page, PageParamsDep
+from app.knowledge.limits import check_overrides
 from app.projects.dependencies import ProjectServiceDep
 from app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 
@@ -24,8 +26,11 @@ router = APIRouter(
     response_model=ProjectRead,
     responses=error_responses(409),
 )
-async def create_project(body: ProjectCreate, projects: ProjectServiceDep) -> object:
+async def create_project(
+    body: ProjectCreate, projects: ProjectServiceDep, settings: SettingsDep
+) -> object:
     """Create a project: a chatbot agent with its own prompts, sessions and LLM settings."""
+    check_overrides(settings, body.model_dump()["knowledge"])
     return await projects.create(body)
 
 
@@ -51,9 +56,10 @@ async def get_project(project_id: uuid.UUID, projects: ProjectServiceDep) -> obj
     dependencies=[RequireAdmin],
 )
 async def update_project(
-    project_id: uuid.UUID, body: ProjectUpdate, projects: ProjectServiceDep
+    project_id: uuid.UUID, body: ProjectUpdate, projects: ProjectServiceDep, settings: SettingsDep
 ) -> object:
     """Change a project's name, description or LLM settings (only the fields sent)."""
+    check_overrides(settings, body.model_dump()["knowledge"])
     return await projects.update(project_id, body)
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.config import LLMProviderName
+from app.knowledge.schemas import KnowledgeSettings
 from app.projects.slugs import SLUG_PATTERN
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -97,6 +98,13 @@ class ProjectRetention(BaseModel):
     )
 
 
+_KNOWLEDGE_DOC = (
+    "The knowledge base in chat turns (retrieval and citations) and the project's own "
+    "knowledge limits; the object sent replaces the stored one. Null: not used in turns, and "
+    "the deployment's limits."
+)
+
+
 class ProjectCreate(ProjectRetention, ProjectLimits):
     model_config = ConfigDict(
         extra="forbid",
@@ -119,6 +127,7 @@ class ProjectCreate(ProjectRetention, ProjectLimits):
     fallback_models: FallbackModels = Field(default_factory=list, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
     events_include_content: bool = Field(default=False, description=_CONTENT_DOC)
+    knowledge: KnowledgeSettings | None = Field(default=None, description=_KNOWLEDGE_DOC)
 
 
 class ProjectUpdate(ProjectRetention, ProjectLimits):
@@ -140,6 +149,7 @@ class ProjectUpdate(ProjectRetention, ProjectLimits):
     fallback_models: FallbackModels | None = Field(default=None, description=_FALLBACK_MODELS_DOC)
     llm_timeout: LLMTimeout | None = Field(default=None, description=_LLM_TIMEOUT_DOC)
     events_include_content: bool | None = Field(default=None, description=_CONTENT_DOC)
+    knowledge: KnowledgeSettings | None = Field(default=None, description=_KNOWLEDGE_DOC)
 
 
 class ProjectRead(BaseModel):
@@ -164,5 +174,6 @@ class ProjectRead(BaseModel):
     events_include_content: bool
     session_ttl_days: int | None
     message_retention_days: int | None
+    knowledge: KnowledgeSettings | None
     created_at: datetime
     updated_at: datetime

@@ -51,6 +51,7 @@ async def test_the_seed_request_gets_the_seed_response(
         "session_id": None,
         "message_id": None,
         "usage": answer["usage"],
+        "citations": [],  # the project has no knowledge base in its turns
     }
     assert answer["usage"]["total_tokens"] > 0
     assert upstream.last_request["messages"] == [
@@ -149,6 +150,7 @@ async def test_an_intent_answers_with_links_and_requires_login(
         "session_id": None,
         "message_id": None,
         "usage": None,
+        "citations": [],
     }
     assert upstream.requests == []
 
