@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.driver import Prebuilt, run
+from app.core.driver import Prebuilt, on_driver, run
 from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.events.recorder import mark_recorded
@@ -339,11 +339,15 @@ class MessageRepository(WorkspaceRepository[ChatMessage]):
     async def insert(self, *messages: ChatMessage, events: tuple[dict[str, Any], ...] = ()) -> None:
         """INSERT the messages, and the turn's event rows, in one statement on Postgres (two
         on SQLite, which has no data-modifying CTEs). The instances stay outside the session."""
+        connection = await self.session.connection()
+        raw = on_driver(connection)
         rows = []
         for message in messages:
             message.workspace_id = self.workspace_id
-            rows.append({key: getattr(message, key) for key in _MESSAGE_COLUMNS})
-        connection = await self.session.connection()
+            row = {key: getattr(message, key) for key in _MESSAGE_COLUMNS}
+            if raw and row["citations"] is not None:
+                row["citations"] = _JSON.encode(row["citations"])
+            rows.append(row)
         if events and connection.dialect.name == "postgresql":
             statement = _insert_turn_statement(len(rows), len(events))
             await run(connection, statement, turn_params(rows, list(events)))

@@ -76,7 +76,9 @@ class Prebuilt:
         return found
 
 
-def _on_driver(connection: AsyncConnection) -> bool:
+def on_driver(connection: AsyncConnection) -> bool:
+    """Whether `run` hands this connection's statements to asyncpg directly: no SQLAlchemy
+    type runs on their parameters then (a JSON value must be passed as its text)."""
     options = connection.sync_connection.get_execution_options()  # type: ignore[union-attr]
     return connection.dialect.name == "postgresql" and options.get("isolation_level") == (
         "AUTOCOMMIT"
@@ -86,7 +88,7 @@ def _on_driver(connection: AsyncConnection) -> bool:
 async def run(connection: AsyncConnection, prebuilt: Prebuilt, params: Params = None) -> list[Any]:
     """The rows the statement returns (none without RETURNING); a list of parameter sets runs
     it once per set in one round trip. Rows are read by column name."""
-    if not _on_driver(connection):
+    if not on_driver(connection):
         result = await connection.execute(prebuilt.statement, params)
         return list(result.mappings()) if result.returns_rows else []
     sql, names, fixed = prebuilt.compiled(connection.dialect)

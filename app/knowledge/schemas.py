@@ -149,8 +149,9 @@ class KnowledgeSettings(BaseModel):
         json_schema_extra={"examples": [{"enabled": True, "top_k": 4, "max_context_tokens": 1500}]},
     )
     enabled: bool = Field(
-        default=True,
-        description="Ground chat turns in the knowledge base: after the intent check, the "
+        default=False,
+        description="Ground chat turns in the knowledge base (off unless sent): after the "
+        "intent check, the "
         "best chunks for the message are given to the model as numbered sources to cite as "
         "`[n]`, and the reply carries them as `citations`.",
     )

@@ -11,6 +11,7 @@ own (two more, in process: SQLite has no network round trip).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from tests import factories
 from tests.conftest import make_settings
+from tests.waiting import until
 
 POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql")
 MAX_ROUND_TRIPS_PER_TURN = 6 if POSTGRES else 11
@@ -110,3 +112,36 @@ async def test_looking_up_an_uncached_caller_costs_one_round_trip(
     counts = await measured_turns(app, client, send, headers)
 
     assert max(counts) <= MAX_ROUND_TRIPS_PER_TURN + 1, counts
+
+
+@pytest.mark.parametrize("caller", ["user", "api_key"])
+async def test_a_turn_grounded_in_the_knowledge_base_costs_one_more_round_trip(
+    app: FastAPI, client: httpx.AsyncClient, make_client: Any, caller: str
+) -> None:
+    """The retrieval is one statement inside the turn's transaction. The document is indexed
+    by another app's worker (this one has none, so no poll of it is counted)."""
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner, knowledge={"enabled": True}))["id"]
+    await factories.create_prompt(client, owner, pid)
+    await factories.create_intent(client, owner, pid)
+    indexer = await make_client()
+    made = await factories.document(indexer, owner, pid, "Notes", "And now the weather: sun.")
+    await until(
+        lambda: indexer.get(
+            f"/projects/{pid}/knowledge/documents/{made['id']}", headers=owner.headers
+        ),
+        lambda response: response.json()["status"] == "ready",
+        what="indexing",
+    )
+    headers = owner.headers
+    if caller == "api_key":
+        headers = factories.key_headers((await factories.api_key(client, owner, pid))["key"])
+    first = await client.post("/chat", json={"project_id": pid, "message": "hi"}, headers=headers)
+    session_id = first.json()["session_id"]
+    send = {"project_id": pid, "session_id": session_id, "message": "and the weather?"}
+
+    counts = await measured_turns(app, client, send, headers)
+
+    assert max(counts) <= MAX_ROUND_TRIPS_PER_TURN + 1, counts
+    last = await client.post("/chat", json=send, headers=headers)
+    assert [c["document_id"] for c in last.json()["citations"]] == [made["id"]]
