@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.knowledge.schemas import CitationRead
+
 ReplyText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16384)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
 
@@ -71,6 +73,11 @@ class ConversationMessage(BaseModel):
         "suppressed (the least advanced of its parts); inbound: received."
     )
     error: DeliveryError | None = None
+    citations: list[CitationRead] = Field(
+        default_factory=list,
+        description="A bot reply grounded in the project's knowledge base: the sources it was "
+        "given, numbered as `[n]` in its text.",
+    )
     created_at: datetime
 
 

@@ -119,6 +119,7 @@ def message_read(message: ChatMessage, parts: list[ChannelMessage]) -> Conversat
         error=DeliveryError(code=failed.error_code or "failed", title=failed.error_title)
         if failed is not None
         else None,
+        citations=message.citations or [],
         created_at=message.created_at,
     )
 

@@ -11,11 +11,13 @@ import openai
 from fastapi import FastAPI
 
 from tests import factories
+from tests.channels.helpers import fake_whatsapp, messages, meta_channel, only_conversation, say
 from tests.conftest import Live
 from tests.fake_openai import Behaviour, FakeOpenAI
 from tests.knowledge import files
 from tests.knowledge.helpers import settled, upload
 from tests.live import stream_request
+from tests.waiting import until
 
 FILLER = " Lorem ipsum dolor sit amet, consectetur adipiscing elit." * 24  # a page each
 PAGES = [
@@ -285,3 +287,41 @@ async def test_a_projects_own_limits_apply_to_its_documents(
     assert second.status_code == 422 and second.json()["error"]["code"] == "quota_exceeded"
     # Limits alone do not ground the project's turns (`enabled` is false unless sent).
     assert (await factories.chat(client, owner, pid, "first"))["citations"] == []
+
+
+async def test_a_whatsapp_bot_reply_is_grounded_and_its_citations_kept(
+    app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner, knowledge={"enabled": True}))["id"]
+    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
+    await settled(client, owner, pid, made["id"])
+    upstream.script(Behaviour(content="Every fourteen days [1]."))
+    async with fake_whatsapp() as (fake, url):
+        line = await meta_channel(client, owner, pid, url)
+        await say(client, line, "16505551234", "How often do I descale?")
+        await until(lambda: fake.sends, lambda sends: len(sends) == 1, what="the reply's send")
+    assert fake.sends[0].text == "Every fourteen days [1]."
+    assert "[1] Kettle\nDescale every fourteen days." in sources_in(upstream.last_request)
+    conversation = await only_conversation(client, owner)
+    stored = await messages(client, owner, conversation["id"])
+    assert stored[0]["citations"] == []
+    assert [c["document_id"] for c in stored[1]["citations"]] == [made["id"]]
+
+
+async def test_a_regenerated_reply_is_grounded_again(
+    app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner, knowledge={"enabled": True}))["id"]
+    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
+    await settled(client, owner, pid, made["id"])
+    turn = await factories.chat(client, owner, pid, "How often do I descale?")
+
+    again = await client.post(
+        f"/sessions/{turn['session_id']}/regenerate", json={}, headers=owner.headers
+    )
+
+    assert again.status_code == 200, again.text
+    assert again.json()["citations"] == turn["citations"] != []
+    assert "[1] Kettle" in sources_in(upstream.last_request)

@@ -1,15 +1,26 @@
-"""The pure parts of knowledge bases: type sniffing, chunk pages and heading paths, and how a
-question becomes a keyword query."""
+"""The pure parts of knowledge bases: type sniffing, chunk pages and heading paths, how a
+question becomes a keyword query, and how sources are chosen and cited in a turn."""
 
 from __future__ import annotations
 
 import io
+import uuid
 
 import pytest
 
+from app.core.errors import ValidationFailedError
 from app.knowledge import parsing, search
 from app.knowledge.chunking import chunk
+from app.knowledge.grounding import (
+    CITING_PROMPT,
+    Grounding,
+    citations,
+    citing_prompt,
+    select_sources,
+)
+from app.knowledge.limits import check_overrides, limits_of
 from app.knowledge.parsing import Parsed
+from tests.conftest import make_settings
 
 
 @pytest.mark.parametrize(
@@ -104,3 +115,73 @@ def test_upload_routes_get_their_own_body_limit() -> None:
     assert not _matches(pattern, "/projects/abc/knowledge/documents/def")
     assert not _matches(pattern, "/projects/abc/knowledge/retrieve")
     assert _matches("/webhooks/", "/webhooks/meta/1")
+
+
+def _hit(text: str, score: float, **fields: object) -> search.Hit:
+    values: dict[str, object] = {
+        "public_id": uuid.uuid4(),
+        "document_id": uuid.uuid4(),
+        "title": "Manual",
+        "text": text,
+        "position": 0,
+        "page_start": None,
+        "page_end": None,
+        "char_start": 0,
+        "char_end": len(text),
+        "heading": None,
+        "score": score,
+    }
+    return search.Hit(**(values | fields))  # type: ignore[arg-type]
+
+
+def test_a_project_s_knowledge_setting_decides_whether_turns_are_grounded() -> None:
+    assert Grounding.of(None) is None
+    assert Grounding.of({}) is None
+    assert Grounding.of({"enabled": False, "top_k": 9}) is None
+    assert Grounding.of({"max_pages": 3}) is None  # limits alone
+    assert Grounding.of({"enabled": True}) == Grounding(4, 1500, None)
+    assert Grounding.of({"enabled": True, "top_k": 2, "min_score": 0.5}) == Grounding(2, 1500, 0.5)
+
+
+def test_sources_keep_to_the_score_floor_and_the_token_budget() -> None:
+    hits = [_hit("a" * 400, 3.0), _hit("b" * 400, 2.0), _hit("c" * 400, 1.0)]
+    both = select_sources(hits, Grounding(top_k=3, max_context_tokens=200))  # 800 characters
+    assert [(s.n, s.text[0]) for s in both] == [(1, "a"), (2, "b")]
+    floor = select_sources(hits, Grounding(top_k=3, max_context_tokens=1000, min_score=1.5))
+    assert [s.text[0] for s in floor] == ["a", "b"]
+    # A first hit longer than the budget is cut to it; a later one is left out instead.
+    long = [_hit("word " * 300, 2.0), _hit("x" * 2000, 1.0)]
+    [cut] = select_sources(long, Grounding(top_k=2, max_context_tokens=100))
+    assert len(cut.text) <= 400 and cut.text.endswith("…")
+    assert select_sources([], Grounding(top_k=2, max_context_tokens=100)) == []
+
+
+def test_the_citing_prompt_numbers_its_sources_with_their_pages() -> None:
+    hits = [
+        _hit("Descale monthly.", 2.0, page_start=3, page_end=3, heading="Care > Descaling"),
+        _hit("Two year warranty.", 1.0, page_start=4, page_end=5),
+        _hit("Plain text.", 0.5, title="Notes"),
+    ]
+    sources = select_sources(hits, Grounding(top_k=3, max_context_tokens=1000))
+    prompt = citing_prompt(sources)
+    assert prompt.startswith(CITING_PROMPT)
+    assert "[1] Manual, page 3 (Care > Descaling)\nDescale monthly." in prompt
+    assert "[2] Manual, pages 4-5\nTwo year warranty." in prompt
+    assert "[3] Notes\nPlain text." in prompt
+    stored = citations(sources)
+    assert stored is not None and [c["n"] for c in stored] == [1, 2, 3]
+    assert stored[0]["document_id"] == str(hits[0].document_id)
+    assert stored[0]["chunk_id"] == str(hits[0].public_id)
+    assert (stored[1]["page_start"], stored[1]["page_end"]) == (4, 5)
+    assert citations([]) is None
+
+
+def test_a_project_s_limits_may_lower_the_deployment_s_but_not_raise_them() -> None:
+    settings = make_settings("sqlite+aiosqlite://", KNOWLEDGE_MAX_PAGES=100)
+    assert limits_of(settings, None).max_pages == 100
+    assert limits_of(settings, {"max_pages": 7}).max_pages == 7
+    assert limits_of(settings, {"max_pages": 700}).max_pages == 100  # a stored one, if lowered
+    check_overrides(settings, {"max_pages": 100, "max_documents": None})
+    with pytest.raises(ValidationFailedError) as refused:
+        check_overrides(settings, {"max_pages": 101})
+    assert refused.value.details[0]["field"] == "knowledge.max_pages"
