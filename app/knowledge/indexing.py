@@ -28,6 +28,7 @@ from app.core.outbound import OutboundAddressRefused
 from app.core.types import utcnow
 from app.events.recorder import record
 from app.jobs.worker import JobKind, JobRun
+from app.knowledge import search
 from app.knowledge.chunking import Chunk, chunk
 from app.knowledge.limits import limits_of
 from app.knowledge.parsing import Parsed, ParseError, known_name, sniff
@@ -139,7 +140,6 @@ async def _swap(
     condition = (KnowledgeChunk.workspace_id == workspace_id) & (
         KnowledgeChunk.document_id == document_id
     )
-    await db.execute(delete(KnowledgeChunk).where(condition))  # the old version (and any other)
     if chunks:
         await db.execute(
             insert(KnowledgeChunk),
@@ -162,6 +162,10 @@ async def _swap(
                 for piece in chunks
             ],
         )
+    await search.count_terms(db, workspace_id, document_id, keep=version)
+    # The old version (and any other) goes in the same transaction: retrieval sees one or the
+    # other, never both.
+    await db.execute(delete(KnowledgeChunk).where(condition, KnowledgeChunk.version != version))
     document.index_version = version
     document.status = DocumentStatus.READY
     document.error_code = document.error_message = None

@@ -1,10 +1,11 @@
-"""Keyword retrieval over a project's chunks: SQLite FTS5 `bm25`, Postgres `tsvector` with
-`ts_rank_cd`. Only the asking project's chunks of enabled documents, at the version each
-document serves (`index_version`: a document being indexed again serves its previous version
-until the new one is swapped in), can match: the workspace and project are in every statement.
+"""Keyword retrieval over a project's chunks: SQLite FTS5 `bm25`; Postgres `tsvector` with a
+GIN index, weighted by BM25's IDF from `kb_terms`. Only the asking project's chunks of enabled
+documents, at the version each document serves (`index_version`: a document being indexed
+again serves its previous version until the new one is swapped in), can match: the workspace
+and project are in every statement.
 
-A question in natural language becomes an OR of its words, each quoted (FTS5) or passed
-through `websearch_to_tsquery` (Postgres), so no character of it is query syntax."""
+A question in natural language becomes an OR of its words, each quoted (FTS5) or read as
+lexemes by `to_tsvector` (Postgres), so no character of it is query syntax."""
 
 from __future__ import annotations
 
@@ -72,22 +73,80 @@ ORDER BY bm25(kb_chunks_fts) LIMIT :limit
 """
 )
 
+# Postgres: BM25's IDF from `kb_terms` (per project, how many chunks hold each lexeme). The
+# question's lexemes are weighted by it; the candidates are the chunks holding one of the rarer
+# ones (at most CANDIDATE_SHARE of the project's chunks each; the rarest alone when none is), so
+# a common word never makes every chunk a candidate. A candidate scores the IDF of each of the
+# question's lexemes it holds, plus `ts_rank` (under 1: term frequency breaks ties).
 _POSTGRES_SQL = text(
-    """
+    r"""
+WITH total AS (
+    SELECT greatest(coalesce(sum(chunk_count), 0), 1) AS chunks FROM kb_documents
+    WHERE workspace_id = :workspace_id AND project_id = :project_id
+), weights AS (
+    SELECT k.term, k.chunks,
+        ('''' || replace(replace(k.term, '\', '\\'), '''', '''''') || '''')::tsquery AS q,
+        ln(1 + (t.chunks - k.chunks + 0.5) / (k.chunks + 0.5)) AS idf,
+        k.chunks <= greatest(t.chunks * :share, 1) AS selective
+    FROM kb_terms AS k, total AS t
+    WHERE k.workspace_id = :workspace_id AND k.project_id = :project_id AND k.chunks > 0
+        AND k.term = ANY (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :query)))
+), chosen AS (
+    SELECT q FROM weights WHERE selective
+    UNION ALL
+    SELECT * FROM (SELECT q FROM weights ORDER BY chunks, term LIMIT 1) AS rarest
+    WHERE NOT EXISTS (SELECT 1 FROM weights WHERE selective)
+), search AS (
+    SELECT (SELECT string_agg(q::text, ' | ') FROM weights)::tsquery AS every,
+        (SELECT string_agg(q::text, ' | ') FROM chosen)::tsquery AS candidates
+)
 SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
-    c.page_end, c.char_start, c.char_end, c.heading, ts_rank_cd(c.tsv, q.query) AS score
-FROM websearch_to_tsquery('english', :query) AS q(query), kb_chunks AS c
+    c.page_end, c.char_start, c.char_end, c.heading,
+    (SELECT sum(w.idf) FROM weights AS w WHERE c.tsv @@ w.q) + ts_rank(c.tsv, s.every) AS score
+FROM search AS s, kb_chunks AS c
 JOIN kb_documents AS d ON d.id = c.document_id
-WHERE c.tsv @@ q.query AND c.workspace_id = :workspace_id AND c.project_id = :project_id
-    AND d.workspace_id = :workspace_id AND d.enabled AND c.version = d.index_version
+WHERE c.tsv @@ s.candidates AND c.workspace_id = :workspace_id
+    AND c.project_id = :project_id AND d.workspace_id = :workspace_id AND d.enabled
+    AND c.version = d.index_version
 ORDER BY score DESC, c.id LIMIT :limit
 """
 )
 
+# Postgres: keep `kb_terms` in step with a document's chunks. `:keep` is the version that
+# stays (its lexemes count +1 a chunk), every other version of the document is about to be
+# deleted (-1); None: the whole document goes. Terms are written in order, so two documents
+# of a project indexed at once lock their shared terms in the same order (no deadlock).
+_TERMS_SQL = text(
+    """
+INSERT INTO kb_terms (project_id, term, workspace_id, chunks)
+SELECT c.project_id, t.lexeme, c.workspace_id,
+    sum(CASE WHEN c.version = :keep THEN 1 ELSE -1 END)
+FROM kb_chunks AS c, unnest(c.tsv) AS t
+WHERE c.workspace_id = :workspace_id AND c.document_id = :document_id
+GROUP BY c.project_id, c.workspace_id, t.lexeme
+ORDER BY t.lexeme
+ON CONFLICT (project_id, term) DO UPDATE SET chunks = kb_terms.chunks + excluded.chunks
+"""
+)
+CANDIDATE_SHARE = 0.1
 
 _UUIDS = (bindparam("workspace_id", type_=Uuid()), bindparam("project_id", type_=Uuid()))
 _SQLITE = _SQLITE_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
 _POSTGRES = _POSTGRES_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
+_TERMS = _TERMS_SQL.bindparams(
+    bindparam("workspace_id", type_=Uuid()), bindparam("document_id", type_=Uuid())
+)
+
+
+async def count_terms(
+    db: AsyncSession, workspace_id: uuid.UUID, document_id: uuid.UUID, keep: int | None
+) -> None:
+    """Before a document's chunks of every version but `keep` are deleted (all of them for
+    None): its lexemes' chunk counts move by the difference (Postgres; SQLite's FTS5 keeps
+    its own)."""
+    if db.get_bind().dialect.name == "postgresql":
+        params = {"workspace_id": workspace_id, "document_id": document_id, "keep": keep}
+        await db.execute(_TERMS, params)
 
 
 async def keyword(
@@ -98,7 +157,8 @@ async def keyword(
         return []
     params: dict[str, Any] = {"workspace_id": workspace_id, "project_id": project_id}
     if db.get_bind().dialect.name == "postgresql":
-        statement, params["query"] = _POSTGRES, " or ".join(words)
+        statement, params["query"] = _POSTGRES, " ".join(words)
+        params["share"] = CANDIDATE_SHARE
     else:
         statement, params["query"] = _SQLITE, fts5_query(words)
     rows = (await db.execute(statement, params | {"limit": limit})).mappings()

@@ -3,8 +3,9 @@
 Keyword search needs one structure per database that the ORM does not map (migration 0012):
 on SQLite the FTS5 table `kb_chunks_fts` (external content: `kb_chunks`, kept in step by
 triggers, so a chunk and its index row are written and deleted in one transaction); on
-Postgres the generated column `kb_chunks.tsv` with its GIN index. `include_name` keeps them out
-of the models-versus-migrations comparison.
+Postgres the generated column `kb_chunks.tsv` with its GIN index, and `kb_terms` (migration
+0013: per project, how many chunks hold each lexeme; app/knowledge/search.py keeps it).
+`include_name` keeps them out of the models-versus-migrations comparison.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, Timestamps, UUIDPrimaryKey, WorkspaceScoped
 
 FTS_TABLE = "kb_chunks_fts"
+TERMS_TABLE = "kb_terms"
 TSV_COLUMN = "tsv"
 
 
@@ -110,7 +112,7 @@ class KnowledgeChunk(WorkspaceScoped, Base):
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
     """For Alembic's comparisons: leave out the search structures the models do not map."""
-    if type_ == "table" and name is not None and name.startswith(FTS_TABLE):
+    if type_ == "table" and name is not None and name.startswith((FTS_TABLE, TERMS_TABLE)):
         return False
     if type_ == "column" and name == TSV_COLUMN and parent_names.get("table_name") == "kb_chunks":
         return False

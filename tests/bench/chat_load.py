@@ -12,7 +12,10 @@ b) upstream 0 ms: the same with bench-fast, plus what a turn costs the server;
 c) LiteLLM's proxy (2 workers, own venv `.bench/litellm-venv`, master key, no database) in front
    of the same upstream, sent the same body;
 d) sequential turns alternating between the 10-message and the 10,000-message session (httpx);
-e) streamed turns: time to the first delta, direct vs platform (tests/bench/stream_ttfd.py).
+e) streamed turns: time to the first delta, direct vs platform (tests/bench/stream_ttfd.py);
+f) sequential turns (httpx) alternating between the 10-message session and one of a project
+   grounded in its knowledge base: 10,000 chunks of the standard library's docstrings, written
+   directly to the tables, `knowledge: {enabled: true, top_k: 4}`.
 
     .venv/bin/python -m tests.bench.chat_load
     .venv/bin/python -m tests.bench.chat_load --duration 5 --history-turns 20 --json
@@ -36,6 +39,8 @@ The figures:
   phase b's run (under load: the up to 32 turns in flight when the counters are read at either
   end make it uncertain by about ±0.05).
 - long / short: a turn's p50 (and mean) on the 10,000-message session over the 10-message one.
+- knowledge on - off: a grounded turn's p50/p95/mean minus a plain one's (phase f), and each
+  one's DB round trips per turn (read from /metrics around every turn).
 
 Exit status: 0 even when a target is missed (this is a report), 1 if a platform request failed
 (socket error, non-2xx, failed stream), 2 on a setup error.
@@ -46,6 +51,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import importlib
 import json
 import operator
 import os
@@ -54,6 +61,8 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
+import warnings
 from asyncio.subprocess import Process
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,7 +71,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -95,6 +104,8 @@ REPLY = f"Fake reply to: {MESSAGE}"  # what the fake upstream answers
 HISTORY_WINDOW = 10  # messages each turn sends upstream; the direct body has as many
 SESSION_TURNS = 5  # turns per prepared session: 10 messages
 LONG_SESSION = 10_000  # messages
+KNOWLEDGE_CHUNKS = 10_000  # in the grounded project of phase f
+CHUNK_CHARS = 1000
 SETUP_CONCURRENCY = 16
 WARMUP_SECONDS = 3
 HISTORY_WARMUP = 10  # turns per session
@@ -415,9 +426,10 @@ async def start_servers(
     return upstream, api
 
 
-async def create_project(run: Run, headers: dict[str, str], model: str) -> Project:
+async def create_project(run: Run, headers: dict[str, str], model: str, **fields: Any) -> Project:
     client, api = run.client, run.api
-    body = {"name": model, "model": model, "history_window": HISTORY_WINDOW}
+    body = {"name": fields.pop("name", model), "model": model, "history_window": HISTORY_WINDOW}
+    body |= fields
     project_id = checked(
         await client.post(f"{api}/projects", json=body, headers=headers), "project"
     )
@@ -482,41 +494,158 @@ async def fill_session(database_url: URL, session_id: str, total: int) -> None:
         await engine.dispose()
 
 
+def docstring_chunks(count: int, size: int = CHUNK_CHARS) -> list[str]:
+    """`count` chunk texts of real English: windows over the standard library's docstrings
+    (each distinct one once, modules in name order), evenly spaced, overlapping when the
+    text is short of `count * size` characters. The same for a Python version."""
+    seen: dict[str, None] = {}
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in ("antigravity", "this") or "tk" in name:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = importlib.import_module(name)
+        except Exception:  # noqa: S112 - a platform's missing module is skipped
+            continue
+        for value in vars(module).values():
+            doc = getattr(value, "__doc__", None)
+            if isinstance(doc, str) and len(doc) > 200:
+                seen.setdefault(" ".join(doc.split()), None)
+    corpus = "\n\n".join(seen)
+    step = max(1, (len(corpus) - size) // count)
+    return [corpus[index * step : index * step + size] for index in range(count)]
+
+
+async def fill_knowledge(database_url: URL, project_id: str, count: int) -> None:
+    """A ready document of `count` chunks in the project, written directly (the indexing
+    pipeline has its own benchmark, tests/bench/retrieval.py)."""
+    from app.models import KnowledgeChunk, KnowledgeDocument  # the API's own tables
+
+    engine = create_async_engine(database_url)
+    texts = docstring_chunks(count)
+    try:
+        async with engine.begin() as connection:
+            workspace = await connection.scalar(
+                text("SELECT workspace_id FROM projects WHERE id = CAST(:id AS uuid)"),
+                {"id": project_id},
+            )
+            document_id, now = uuid.uuid4(), datetime.now(UTC)
+            await connection.execute(
+                insert(KnowledgeDocument).values(
+                    id=document_id,
+                    workspace_id=workspace,
+                    project_id=uuid.UUID(project_id),
+                    title="Python standard library docstrings",
+                    source="text",
+                    mime_type="text/markdown",
+                    size_bytes=sum(map(len, texts)),
+                    sha256="0" * 64,
+                    metadata={},
+                    enabled=True,
+                    status="ready",
+                    char_count=sum(map(len, texts)),
+                    chunk_count=count,
+                    index_version=1,
+                    indexed_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            rows = [
+                {
+                    "workspace_id": workspace,
+                    "public_id": uuid.uuid4(),
+                    "project_id": uuid.UUID(project_id),
+                    "document_id": document_id,
+                    "version": 1,
+                    "position": position,
+                    "text": chunk,
+                    "content_hash": hashlib.sha256(chunk.encode()).hexdigest(),
+                    "char_start": position * CHUNK_CHARS,
+                    "char_end": (position + 1) * CHUNK_CHARS,
+                }
+                for position, chunk in enumerate(texts)
+            ]
+            for start in range(0, len(rows), 1000):
+                await connection.execute(insert(KnowledgeChunk), rows[start : start + 1000])
+            await connection.execute(text("ANALYZE kb_chunks"))
+    finally:
+        await engine.dispose()
+
+
 # --- phases ----------------------------------------------------------------------------------
 
 
-async def history_phase(run: Run, project: Project, short: str, long: str) -> dict[str, Any]:
-    """Sequential turns alternating between the two sessions; failures counted, not timed.
-    Also the DB round trips per turn over the measured turns: with one turn at a time, none is
-    in flight when the counters are read (under load, up to 32 are, at each end)."""
-    times: dict[str, list[float]] = {"short": [], "long": []}
+async def alternating(run: Run, sessions: tuple[tuple[str, Project, str], ...]) -> dict[str, Any]:
+    """Sequential turns, one on each (kind, project, session) in turn; failures counted, not
+    timed. Also each kind's DB round trips per turn, read from /metrics around every measured
+    turn: with one turn at a time, none is in flight when the counters are read."""
+    times: dict[str, list[float]] = {kind: [] for kind, _, _ in sessions}
+    trips: dict[str, float] = dict.fromkeys(times, 0.0)
     failed = 0
-    before: dict[str, float] = {}
     for index in range(HISTORY_WARMUP + run.args.history_turns):
-        if index == HISTORY_WARMUP:
-            before = await metric_totals(run)
-        for kind, session in (("short", short), ("long", long)):
+        for kind, project, session in sessions:
+            measured = index >= HISTORY_WARMUP
+            before = await metric_totals(run) if measured else {}
             started = time.perf_counter()
             try:
                 await turn(run, project, session)
             except (BenchError, httpx.HTTPError):
                 failed += 1
                 continue
-            if index >= HISTORY_WARMUP:
-                times[kind].append((time.perf_counter() - started) * 1000)
-    short_ms, long_ms = summary(times["short"]), summary(times["long"])
-    ratio = {
-        k: round(long_ms[k] / short_ms[k], 3)
-        for k in ("p50", "mean")
-        if short_ms.get(k) and long_ms
-    }
-    trips = round_trips_per_turn(before, await metric_totals(run), digits=3)
+            elapsed = (time.perf_counter() - started) * 1000
+            if measured:
+                times[kind].append(elapsed)
+                trips[kind] += round_trips_per_turn(before, await metric_totals(run), 3) or 0
     return {
         "failed": failed,
+        "ms": {kind: summary(values) for kind, values in times.items()},
+        "db_round_trips_per_turn": {
+            kind: round(trips[kind] / len(times[kind]), 3) if times[kind] else None
+            for kind in times
+        },
+    }
+
+
+def ratios(over: dict[str, float], under: dict[str, float]) -> dict[str, float]:
+    return {k: round(over[k] / under[k], 3) for k in ("p50", "mean") if under.get(k) and over}
+
+
+async def history_phase(run: Run, project: Project, short: str, long: str) -> dict[str, Any]:
+    """Turns alternating between a 10-message and a 10,000-message session."""
+    found = await alternating(run, (("short", project, short), ("long", project, long)))
+    short_ms, long_ms = found["ms"]["short"], found["ms"]["long"]
+    trips = found["db_round_trips_per_turn"]
+    return {
+        "failed": found["failed"],
         "short_ms": short_ms,
         "long_ms": long_ms,
-        "ratio": ratio,
+        "ratio": ratios(long_ms, short_ms),
+        "db_round_trips_per_turn": trips["short"],
+        "db_round_trips_per_turn_long": trips["long"],
+    }
+
+
+async def knowledge_phase(
+    run: Run, plain: Project, plain_session: str, grounded: Project, grounded_session: str
+) -> dict[str, Any]:
+    """Turns alternating between a project without knowledge and one grounded in
+    KNOWLEDGE_CHUNKS chunks (both sessions 10 messages): what retrieval adds to a turn."""
+    found = await alternating(
+        run, (("off", plain, plain_session), ("on", grounded, grounded_session))
+    )
+    off, on = found["ms"]["off"], found["ms"]["on"]
+    trips = found["db_round_trips_per_turn"]
+    return {
+        "failed": found["failed"],
+        "off_ms": off,
+        "on_ms": on,
+        "added_ms": {k: round(on[k] - off[k], 3) for k in ("p50", "p95", "mean") if k in on},
         "db_round_trips_per_turn": trips,
+        "added_round_trips": round(trips["on"] - trips["off"], 3)
+        if None not in trips.values()
+        else None,
     }
 
 
@@ -660,6 +789,11 @@ async def phases(run: Run, database_url: URL, upstream_pid: int, api_pid: int) -
     )
     long = await turn(run, fast)
     await fill_session(database_url, long, LONG_SESSION)
+    grounded = await create_project(
+        run, headers, FAST, name="grounded", knowledge={"enabled": True, "top_k": 4}
+    )
+    await fill_knowledge(database_url, grounded.id, KNOWLEDGE_CHUNKS)
+    [grounded_session] = await new_sessions(run, grounded, 1, limit)
 
     direct_url = f"{run.upstream}/v1/chat/completions"
     for phase, project, model, latency in (("a", slow, SLOW, SLOW_MS), ("b", fast, FAST, 0)):
@@ -687,6 +821,10 @@ async def phases(run: Run, database_url: URL, upstream_pid: int, api_pid: int) -
     result["d"] = await history_phase(run, fast, short, long)
     run.log(f"phase e: {args.stream_requests} streams per path")
     result["e"] = await streaming_phase(run, fast)
+    run.log(
+        f"phase f: {args.history_turns} turns each without and with {KNOWLEDGE_CHUNKS:,} chunks"
+    )
+    result["f"] = await knowledge_phase(run, fast, short, grounded, grounded_session)
     return result
 
 
@@ -744,6 +882,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ("throughput / LiteLLM", result.get("c", {}).get("platform_ratio"), ">=", 1.5, "x"),
         ("long / short history, p50", result["d"]["ratio"].get("p50"), "<=", 1.10, "x"),
         ("DB round trips per turn", result["d"]["db_round_trips_per_turn"], "<=", 6, ""),
+        ("knowledge on: added p50", result["f"]["added_ms"].get("p50"), "<=", 10, "ms"),
+        ("knowledge on: added round trips", result["f"]["added_round_trips"], "<=", 1, ""),
         ("peak RSS per worker", max(b["peak_rss_mb_workers"], default=None), "<", 200, "MB"),
     )
     holds = {"<=": operator.le, ">=": operator.ge, "<": operator.lt}
@@ -761,7 +901,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 def platform_failures(result: dict[str, Any]) -> int:
     wrk = sum(int(result[phase]["platform"]["failed"]) for phase in ("a", "b"))
     streams: dict[str, int] = result["e"]["errors"]["platform"]
-    return wrk + int(result["d"]["failed"]) + sum(streams.values())
+    return wrk + int(result["d"]["failed"]) + int(result["f"]["failed"]) + sum(streams.values())
 
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
@@ -836,6 +976,19 @@ def print_report(result: dict[str, Any]) -> None:
         print(row(label, *(fmt(d[key].get(k)) for k in ("p50", "p95", "mean"))))
     ratio = d["ratio"]
     print(row("long / short", f"{fmt(ratio.get('p50'))}x", "", f"{fmt(ratio.get('mean'))}x"))
+
+    f = result["f"]
+    print(
+        f"\n### Knowledge in the turn ({s['history_turns']} sequential turns each, "
+        f"{KNOWLEDGE_CHUNKS:,} chunks, top_k 4)\n"
+    )
+    print(row("project", "p50 ms", "p95 ms", "mean ms", "DB round trips per turn"))
+    print(row("---", "--:", "--:", "--:", "--:"))
+    for label, key, kind in (("knowledge off", "off_ms", "off"), ("knowledge on", "on_ms", "on")):
+        cells = (fmt(f[key].get(k)) for k in ("p50", "p95", "mean"))
+        print(row(label, *cells, fmt(f["db_round_trips_per_turn"][kind], ".3f")))
+    added = (fmt(f["added_ms"].get(k), "+.2f") for k in ("p50", "p95", "mean"))
+    print(row("**added**", *added, fmt(f["added_round_trips"], "+.3f")))
 
     e = result["e"]
     print(
