@@ -2,9 +2,9 @@
 
 One run (under 10 minutes on 2 cores) starts the fake OpenAI upstream (tests/fake_openai.py, one
 process: model `bench-slow` answers after 200 ms, `bench-fast` at once) and the API as production
-runs it (`uvicorn --workers 2`, uvloop, httptools, Postgres, Redis) on free 127.0.0.1 ports, with
-a throwaway database `bench_<random>`. It prepares two projects (2 prompts, history_window 10, an
-API key each) with `--sessions` sessions of ~10 messages each, plus a 10-message session and a
+runs it (`uvicorn --workers 2`, uvloop, httptools, Postgres, Redis, `WORKERS_IN_API=false`
+with `python -m app.worker` beside it) on free 127.0.0.1 ports, with a throwaway database
+`bench_<random>`. It prepares two projects (2 prompts, history_window 10, an API key each) with `--sessions` sessions of ~10 messages each, plus a 10-message session and a
 10,000-message one (bulk-inserted), then measures, each wrk run after a 3 s warm-up:
 
 a) upstream 200 ms: wrk on the upstream directly, then on `POST /chat` (bench-slow project);
@@ -389,6 +389,9 @@ def api_env(run: Run, database_url: URL) -> dict[str, str]:
         "RATE_LIMIT_API_KEY_PER_MINUTE": unlimited,
         "RATE_LIMIT_PROJECT_PER_MINUTE": unlimited,
         "RATE_LIMIT_END_USER_PER_MINUTE": unlimited,
+        # Background work in its own process, as in production: the API's counters (its DB
+        # round trips above all) are then the turns' alone.
+        "WORKERS_IN_API": "false",
     }
 
 
@@ -415,6 +418,11 @@ async def start_servers(
         raise BenchError(f"migrations failed:\n{tail(run.workdir, 'alembic')}")
     command = [*uvicorn, "--port", api_port, "--workers", str(run.args.workers)]
     processes.append(api := await spawn("api", [*command, "app.main:create_app"], env, run.workdir))
+    worker_metrics = run.workdir / "prometheus-worker"  # not summed into the API's /metrics
+    worker_metrics.mkdir(exist_ok=True)
+    worker_env = env | {"PROMETHEUS_MULTIPROC_DIR": str(worker_metrics)}
+    worker = [sys.executable, "-m", "app.worker"]
+    processes.append(await spawn("worker", worker, worker_env, run.workdir))
     for name, url, process in (
         ("upstream", f"{run.upstream}/v1/chat/completions", upstream),
         ("api", f"{run.api}/ready", api),
