@@ -4,8 +4,9 @@ One run (under 10 minutes on 2 cores) starts the fake OpenAI upstream (tests/fak
 process: model `bench-slow` answers after 200 ms, `bench-fast` at once) and the API as production
 runs it (`uvicorn --workers 2`, uvloop, httptools, Postgres, Redis, `WORKERS_IN_API=false`
 with `python -m app.worker` beside it) on free 127.0.0.1 ports, with a throwaway database
-`bench_<random>`. It prepares two projects (2 prompts, history_window 10, an API key each) with `--sessions` sessions of ~10 messages each, plus a 10-message session and a
-10,000-message one (bulk-inserted), then measures, each wrk run after a 3 s warm-up:
+`bench_<random>`. It prepares two projects (2 prompts, history_window 10, an API key each)
+with `--sessions` sessions of ~10 messages each, plus a 10-message session and a 10,000-message
+one (bulk-inserted), then measures, each wrk run after a 3 s warm-up:
 
 a) upstream 200 ms: wrk on the upstream directly, then on `POST /chat` (bench-slow project);
 b) upstream 0 ms: the same with bench-fast, plus what a turn costs the server;
