@@ -74,10 +74,12 @@ ORDER BY bm25(kb_chunks_fts) LIMIT :limit
 )
 
 # Postgres: BM25's IDF from `kb_terms` (per project, how many chunks hold each lexeme). The
-# question's lexemes are weighted by it; the candidates are the chunks holding one of the rarer
-# ones (at most CANDIDATE_SHARE of the project's chunks each; the rarest alone when none is), so
-# a common word never makes every chunk a candidate. A candidate scores the IDF of each of the
-# question's lexemes it holds, plus `ts_rank` (under 1: term frequency breaks ties).
+# question's lexemes are weighted by it. The candidates are the chunks holding its rarest
+# lexemes: rarest first, for as long as the chunks counted so far stay under CANDIDATE_BUDGET
+# (the rarest one always), so common words never make every chunk a candidate and a search
+# costs about the same at 100,000 chunks as at 10,000. A chunk that has none of them lacks the
+# question's most telling words. A candidate scores the IDF of each of the question's lexemes
+# it holds, plus `ts_rank` (under 1: term frequency breaks ties).
 _POSTGRES_SQL = text(
     r"""
 WITH total AS (
@@ -86,16 +88,15 @@ WITH total AS (
 ), weights AS (
     SELECT k.term, k.chunks,
         ('''' || replace(replace(k.term, '\', '\\'), '''', '''''') || '''')::tsquery AS q,
-        ln(1 + (t.chunks - k.chunks + 0.5) / (k.chunks + 0.5)) AS idf,
-        k.chunks <= greatest(t.chunks * :share, 1) AS selective
+        ln(1 + (t.chunks - k.chunks + 0.5) / (k.chunks + 0.5)) AS idf
     FROM kb_terms AS k, total AS t
     WHERE k.workspace_id = :workspace_id AND k.project_id = :project_id AND k.chunks > 0
         AND k.term = ANY (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :query)))
 ), chosen AS (
-    SELECT q FROM weights WHERE selective
-    UNION ALL
-    SELECT * FROM (SELECT q FROM weights ORDER BY chunks, term LIMIT 1) AS rarest
-    WHERE NOT EXISTS (SELECT 1 FROM weights WHERE selective)
+    SELECT q FROM (
+        SELECT q, chunks, sum(chunks) OVER (ORDER BY chunks, term) AS running FROM weights
+    ) AS ranked
+    WHERE running <= :budget OR running = chunks
 ), search AS (
     SELECT (SELECT string_agg(q::text, ' | ') FROM weights)::tsquery AS every,
         (SELECT string_agg(q::text, ' | ') FROM chosen)::tsquery AS candidates
@@ -128,7 +129,7 @@ ORDER BY t.lexeme
 ON CONFLICT (project_id, term) DO UPDATE SET chunks = kb_terms.chunks + excluded.chunks
 """
 )
-CANDIDATE_SHARE = 0.1
+CANDIDATE_BUDGET = 1000
 
 _UUIDS = (bindparam("workspace_id", type_=Uuid()), bindparam("project_id", type_=Uuid()))
 _SQLITE = _SQLITE_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
@@ -158,7 +159,7 @@ async def keyword(
     params: dict[str, Any] = {"workspace_id": workspace_id, "project_id": project_id}
     if db.get_bind().dialect.name == "postgresql":
         statement, params["query"] = _POSTGRES, " ".join(words)
-        params["share"] = CANDIDATE_SHARE
+        params["budget"] = CANDIDATE_BUDGET
     else:
         statement, params["query"] = _SQLITE, fts5_query(words)
     rows = (await db.execute(statement, params | {"limit": limit})).mappings()
