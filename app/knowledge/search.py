@@ -82,7 +82,7 @@ ORDER BY bm25(kb_chunks_fts) LIMIT :limit
 # it holds, plus `ts_rank` (under 1: term frequency breaks ties).
 _POSTGRES_SQL = text(
     r"""
-WITH total AS (
+WITH total AS MATERIALIZED (
     SELECT greatest(coalesce(sum(chunk_count), 0), 1) AS chunks FROM kb_documents
     WHERE workspace_id = :workspace_id AND project_id = :project_id
 ), weights AS (
@@ -100,15 +100,22 @@ WITH total AS (
 ), search AS (
     SELECT (SELECT string_agg(q::text, ' | ') FROM weights)::tsquery AS every,
         (SELECT string_agg(q::text, ' | ') FROM chosen)::tsquery AS candidates
+), found AS MATERIALIZED (
+    -- The chunks first, by the GIN index, then their documents: planned on its own, so stale
+    -- statistics of kb_documents cannot turn it into a walk over every document's chunks.
+    SELECT c.id, c.public_id, c.document_id, c.version, c.text, c.position, c.page_start,
+        c.page_end, c.char_start, c.char_end, c.heading,
+        (SELECT sum(w.idf) FROM weights AS w WHERE c.tsv @@ w.q) + ts_rank(c.tsv, s.every)
+            AS score
+    FROM search AS s, kb_chunks AS c
+    WHERE c.tsv @@ s.candidates AND c.workspace_id = :workspace_id
+        AND c.project_id = :project_id
 )
 SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
-    c.page_end, c.char_start, c.char_end, c.heading,
-    (SELECT sum(w.idf) FROM weights AS w WHERE c.tsv @@ w.q) + ts_rank(c.tsv, s.every) AS score
-FROM search AS s, kb_chunks AS c
+    c.page_end, c.char_start, c.char_end, c.heading, c.score
+FROM found AS c
 JOIN kb_documents AS d ON d.id = c.document_id
-WHERE c.tsv @@ s.candidates AND c.workspace_id = :workspace_id
-    AND c.project_id = :project_id AND d.workspace_id = :workspace_id AND d.enabled
-    AND c.version = d.index_version
+WHERE d.workspace_id = :workspace_id AND d.enabled AND c.version = d.index_version
 ORDER BY score DESC, c.id LIMIT :limit
 """
 )

@@ -514,7 +514,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         for process in reversed(processes):
             await stop(process)
-        if postgres:
+        if postgres and args.keep_database:
+            log(f"kept the database {database_url.database}")
+        elif postgres:
             await postgres_admin(
                 admin, f'DROP DATABASE IF EXISTS "{database_url.database}" WITH (FORCE)'
             )
@@ -587,6 +589,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=20261201)
     add("--timeout", type=float, default=3000.0, help="overall limit, seconds")
     add("--json", action="store_true")
+    add("--keep-database", action="store_true", help="Postgres: leave it for a look")
     args = parser.parse_args(argv)
     if not 1 <= args.queries <= 5000:
         parser.error("--queries must be 1..5000")
