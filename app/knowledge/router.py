@@ -312,12 +312,13 @@ async def retrieve(
     settings: SettingsDep,
 ) -> object:
     """Hit testing: the project's chunks that best match `query` (keyword search: SQLite
-    FTS5 bm25, or Postgres full text), best first, with their document, pages and offsets.
-    Any member, or the project's own API key with the `knowledge:read` scope."""
+    FTS5 bm25, or Postgres full text weighted by IDF), best first, with their document, pages
+    and offsets; `filters` keeps to some documents, or to those whose metadata has given
+    values. Any member, or the project's own API key with the `knowledge:read` scope."""
     if caller.project_id not in (None, project_id):  # a key reaches its own project only
         raise NotFoundError("Project not found.", code="project_not_found")
     knowledge = KnowledgeService(session, caller.workspace_id, settings)
-    hits = await knowledge.retrieve(project_id, body.query, body.top_k)
+    hits = await knowledge.retrieve(project_id, body.query, body.top_k, body.filters.search())
     return RetrieveResponse(
         query=body.query,
         search_method="keyword",

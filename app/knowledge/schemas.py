@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.knowledge.grounding import DEFAULT_CONTEXT_TOKENS, DEFAULT_TOP_K
-from app.knowledge.search import Hit
+from app.knowledge.search import Filters, Hit
 from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument
 
 MAX_QUERY_CHARS = 1000
@@ -190,13 +190,39 @@ class CitationRead(BaseModel):
     score: float
 
 
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Scalar = str | int | float | bool
+
+
+class RetrieveFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    document_ids: list[uuid.UUID] | None = Field(
+        default=None, max_length=100, description="Only these documents (another project's: none)."
+    )
+    metadata: dict[MetadataKey, Scalar] | None = Field(
+        default=None,
+        max_length=16,
+        description="Only documents whose `metadata` has each of these keys with this value.",
+    )
+
+    def search(self) -> Filters:
+        documents = None if self.document_ids is None else tuple(self.document_ids)
+        return Filters(documents=documents, metadata=self.metadata)
+
+
 class RetrieveRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"query": "How long do I have to return?", "top_k": 5}]},
+        json_schema_extra={
+            "examples": [
+                {"query": "How long do I have to return?", "top_k": 5},
+                {"query": "warranty", "filters": {"metadata": {"lang": "en"}}},
+            ]
+        },
     )
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    filters: RetrieveFilters = Field(default_factory=RetrieveFilters)
 
 
 class RetrievedDocument(BaseModel):

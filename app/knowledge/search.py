@@ -9,6 +9,7 @@ lexemes by `to_tsvector` (Postgres), so no character of it is query syntax."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -69,17 +70,26 @@ JOIN kb_documents AS d ON d.id = c.document_id
 WHERE kb_chunks_fts MATCH :query AND c.workspace_id = :workspace_id
     AND c.project_id = :project_id AND d.workspace_id = :workspace_id
     AND d.enabled AND c.version = d.index_version
+    AND (:documents IS NULL OR d.id IN (SELECT value FROM json_each(:documents)))
+    AND (:metadata IS NULL OR NOT EXISTS (
+        SELECT 1 FROM json_each(:metadata) AS f
+        WHERE json_extract(d.metadata, '$."' || f.key || '"') IS NOT f.value))
 ORDER BY bm25(kb_chunks_fts) LIMIT :limit
 """
 )
 
 # Postgres: BM25's IDF from `kb_terms` (per project, how many chunks hold each lexeme). The
-# question's lexemes are weighted by it. The candidates are the chunks holding its rarest
-# lexemes: rarest first, for as long as the chunks counted so far stay under CANDIDATE_BUDGET
-# (the rarest one always), so common words never make every chunk a candidate and a search
-# costs about the same at 100,000 chunks as at 10,000. A chunk that has none of them lacks the
-# question's most telling words. A candidate scores the IDF of each of the question's lexemes
-# it holds, plus `ts_rank` (under 1: term frequency breaks ties).
+# question's lexemes are weighted by it, and the candidates come from the rarest of them, so
+# common words never make every chunk a candidate and a search costs about the same at
+# 100,000 chunks as at 10,000:
+# - the chunks holding any of the rarest lexemes, rarest first for as long as the chunks
+#   counted stay under CANDIDATE_BUDGET;
+# - when even the rarest is in more chunks than that, the chunks holding all of the rarest
+#   few, as many as it takes for the chunks expected to hold them all (if independent) to
+#   fall under the budget;
+# - and at most CANDIDATE_CAP of them whatever happens.
+# A candidate scores the IDF of each of the question's lexemes it holds, plus `ts_rank`
+# (under 1: term frequency breaks ties).
 _POSTGRES_SQL = text(
     r"""
 WITH total AS MATERIALIZED (
@@ -92,14 +102,19 @@ WITH total AS MATERIALIZED (
     FROM kb_terms AS k, total AS t
     WHERE k.workspace_id = :workspace_id AND k.project_id = :project_id AND k.chunks > 0
         AND k.term = ANY (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :query)))
-), chosen AS (
-    SELECT q FROM (
-        SELECT q, chunks, sum(chunks) OVER (ORDER BY chunks, term) AS running FROM weights
-    ) AS ranked
-    WHERE running <= :budget OR running = chunks
+), ranked AS (
+    SELECT w.q, w.chunks, row_number() OVER r AS n, sum(w.chunks) OVER r AS running,
+        t.chunks * exp(sum(ln(least(w.chunks::float / t.chunks, 1))) OVER r) AS together
+    FROM weights AS w, total AS t
+    WINDOW r AS (ORDER BY w.chunks, w.term)
 ), search AS (
     SELECT (SELECT string_agg(q::text, ' | ') FROM weights)::tsquery AS every,
-        (SELECT string_agg(q::text, ' | ') FROM chosen)::tsquery AS candidates
+        CASE WHEN (SELECT min(chunks) FROM weights) <= :budget
+            THEN (SELECT string_agg(q::text, ' | ') FROM ranked WHERE running <= :budget)
+            ELSE (SELECT string_agg(q::text, ' & ') FROM ranked WHERE n <= coalesce(
+                (SELECT min(n) FROM ranked WHERE together <= :budget),
+                (SELECT max(n) FROM ranked)))
+        END::tsquery AS candidates
 ), found AS MATERIALIZED (
     -- The chunks first, by the GIN index, then their documents: planned on its own, so stale
     -- statistics of kb_documents cannot turn it into a walk over every document's chunks.
@@ -110,12 +125,16 @@ WITH total AS MATERIALIZED (
     FROM search AS s, kb_chunks AS c
     WHERE c.tsv @@ s.candidates AND c.workspace_id = :workspace_id
         AND c.project_id = :project_id
+    LIMIT :cap
 )
 SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
     c.page_end, c.char_start, c.char_end, c.heading, c.score
 FROM found AS c
 JOIN kb_documents AS d ON d.id = c.document_id
 WHERE d.workspace_id = :workspace_id AND d.enabled AND c.version = d.index_version
+    AND (CAST(:documents AS uuid[]) IS NULL OR d.id = ANY (CAST(:documents AS uuid[])))
+    AND (CAST(:metadata AS jsonb) IS NULL
+        OR CAST(d.metadata AS jsonb) @> CAST(:metadata AS jsonb))
 ORDER BY score DESC, c.id LIMIT :limit
 """
 )
@@ -137,6 +156,7 @@ ON CONFLICT (project_id, term) DO UPDATE SET chunks = kb_terms.chunks + excluded
 """
 )
 CANDIDATE_BUDGET = 1000
+CANDIDATE_CAP = 2000
 
 _UUIDS = (bindparam("workspace_id", type_=Uuid()), bindparam("project_id", type_=Uuid()))
 _SQLITE = _SQLITE_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
@@ -157,17 +177,44 @@ async def count_terms(
         await db.execute(_TERMS, params)
 
 
+@dataclass(frozen=True)
+class Filters:
+    """Only these documents, and only documents whose metadata holds every one of these keys
+    with these values (None: no such condition)."""
+
+    documents: tuple[uuid.UUID, ...] | None = None
+    metadata: dict[str, str | int | float | bool] | None = None
+
+
+NO_FILTERS = Filters()
+
+
 async def keyword(
-    db: AsyncSession, workspace_id: uuid.UUID, project_id: uuid.UUID, question: str, limit: int
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    project_id: uuid.UUID,
+    question: str,
+    limit: int,
+    filters: Filters = NO_FILTERS,
 ) -> list[Hit]:
     words = terms(question)
     if not words:
         return []
     params: dict[str, Any] = {"workspace_id": workspace_id, "project_id": project_id}
+    metadata = None if filters.metadata is None else json.dumps(filters.metadata)
     if db.get_bind().dialect.name == "postgresql":
         statement, params["query"] = _POSTGRES, " ".join(words)
-        params["budget"] = CANDIDATE_BUDGET
+        params["budget"], params["cap"] = CANDIDATE_BUDGET, CANDIDATE_CAP
+        documents: Any = None if filters.documents is None else list(filters.documents)
     else:
         statement, params["query"] = _SQLITE, fts5_query(words)
+        documents = (
+            None
+            if filters.documents is None
+            else json.dumps(
+                [d.hex for d in filters.documents]  # how SQLite stores a uuid
+            )
+        )
+    params |= {"documents": documents, "metadata": metadata}
     rows = (await db.execute(statement, params | {"limit": limit})).mappings()
     return [Hit(**{**row, "score": float(row["score"])}) for row in rows]

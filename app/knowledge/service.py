@@ -258,9 +258,17 @@ class KnowledgeService:
         await self._queue(document)
         return document
 
-    async def retrieve(self, project_id: uuid.UUID, query: str, top_k: int) -> list[search.Hit]:
+    async def retrieve(
+        self,
+        project_id: uuid.UUID,
+        query: str,
+        top_k: int,
+        filters: search.Filters = search.NO_FILTERS,
+    ) -> list[search.Hit]:
         await self.projects.get(project_id)
-        return await search.keyword(self.session, self.workspace_id, project_id, query, top_k)
+        return await search.keyword(
+            self.session, self.workspace_id, project_id, query, top_k, filters
+        )
 
     async def _sniff(self, upload: UploadFile) -> tuple[bytes, str]:
         head = await upload.read(SNIFF_BYTES)

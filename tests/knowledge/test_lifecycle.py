@@ -104,3 +104,48 @@ async def test_a_replaced_file_is_swapped_in_whole_and_the_old_chunks_are_gone(
     assert [e["action"] for e in entries] == ["document.file_replaced", "document.created"]
     assert entries[0]["target_id"] == first["id"]
     assert entries[0]["actor"]["id"] == owner.user_id
+
+
+async def test_retrieval_filters_keep_to_documents_and_metadata(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner))["id"]
+    made = []
+    for title, lang, year in (
+        ("Kettle EN", "en", 2026),
+        ("Kettle ID", "id", 2026),
+        ("Old", "en", 2020),
+    ):
+        response = await client.post(
+            f"/projects/{pid}/knowledge/documents",
+            json={
+                "title": title,
+                "text": "Descale the kettle every fourteen days.",
+                "metadata": {"lang": lang, "year": year, "public": True},
+            },
+            headers=owner.headers,
+        )
+        assert response.status_code == 202, response.text
+        made.append(response.json())
+        await settled(client, owner, pid, made[-1]["id"])
+    url = f"/projects/{pid}/knowledge/retrieve"
+
+    async def titles(filters: dict[str, object]) -> list[str]:
+        body = {"query": "descale kettle", "filters": filters}
+        response = await client.post(url, json=body, headers=owner.headers)
+        assert response.status_code == 200, response.text
+        return sorted(r["document"]["title"] for r in response.json()["records"])
+
+    assert await titles({}) == ["Kettle EN", "Kettle ID", "Old"]
+    assert await titles({"metadata": {"lang": "en"}}) == ["Kettle EN", "Old"]
+    assert await titles({"metadata": {"lang": "en", "year": 2026}}) == ["Kettle EN"]
+    assert await titles({"metadata": {"public": True}}) == ["Kettle EN", "Kettle ID", "Old"]
+    assert await titles({"metadata": {"lang": "fr"}}) == []
+    assert await titles({"document_ids": [made[1]["id"], made[2]["id"]]}) == ["Kettle ID", "Old"]
+    assert await titles({"document_ids": [made[0]["id"]], "metadata": {"lang": "id"}}) == []
+    assert await titles({"document_ids": []}) == []
+    for bad in ({"metadata": {"bad key": 1}}, {"colour": "red"}, {"metadata": {"k": [1]}}):
+        body = {"query": "kettle", "filters": bad}
+        response = await client.post(url, json=body, headers=owner.headers)
+        assert response.status_code == 422, (bad, response.text)
