@@ -123,11 +123,8 @@ WITH total AS MATERIALIZED (
         (SELECT sum(w.idf) FROM weights AS w WHERE c.tsv @@ w.q) + ts_rank(c.tsv, s.every)
             AS score
     FROM search AS s, kb_chunks AS c
-    -- `IS NOT DISTINCT FROM`, which no index serves, so the GIN index is the one way in: the
-    -- project's index would read every chunk of a big project (a plan Postgres may pick
-    -- once it plans the statement for any parameters).
     WHERE c.tsv @@ s.candidates AND c.workspace_id = :workspace_id
-        AND c.project_id IS NOT DISTINCT FROM :project_id
+        AND c.project_id = :project_id
     LIMIT :cap
 )
 SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
