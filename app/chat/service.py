@@ -434,7 +434,7 @@ class ChatService:
                 history=[LLMMessage(role, content) for role, content in history],  # type: ignore[arg-type]
                 message=message,
                 context=context,
-                extra_system=(grounding.citing_prompt(sources),) if sources else (),
+                extra_system=grounding.system_messages((), sources),
             )
         assistant_message = ChatMessage(
             id=reply_id or uuid.uuid4(),

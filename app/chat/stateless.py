@@ -141,9 +141,7 @@ class StatelessChat:
             history=history,
             message=message,
             context=context,
-            extra_system=(*extra_system, grounding.citing_prompt(sources))
-            if sources
-            else extra_system,
+            extra_system=grounding.system_messages(extra_system, sources),
         )
         return StatelessTurn(project, plan, admitted.tokens, grounding.citations(sources) or [])
 

@@ -113,7 +113,7 @@ def reply_job(
                 settings,
                 history=history,
                 message=question,
-                extra_system=(*extra, grounding.citing_prompt(sources)) if sources else extra,
+                extra_system=grounding.system_messages(extra, sources),
                 handoff=policy,
             )
         outcome = await _generate(plan)

@@ -101,6 +101,12 @@ def citing_prompt(sources: Sequence[Source]) -> str:
     return "\n\n".join(parts)
 
 
+def system_messages(extra: Sequence[str], sources: Sequence[Source]) -> tuple[str, ...]:
+    """The extra system messages of a turn (a caller's, a conversation's note), then the
+    citing prompt when there are sources."""
+    return (*extra, citing_prompt(sources)) if sources else tuple(extra)
+
+
 def citations(sources: Sequence[Source]) -> list[dict[str, Any]] | None:
     """The reply's `citations` as stored (JSON); None without sources."""
     if not sources:

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.errors import ValidationFailedError
+from app.knowledge.schemas import KnowledgeSettings
 
 # The project override -> the setting it may lower.
 CEILINGS = {
@@ -38,11 +39,11 @@ def limits_of(settings: Settings, knowledge: dict[str, Any] | None) -> Knowledge
     return KnowledgeLimits(**values)
 
 
-def check_overrides(settings: Settings, knowledge: dict[str, Any] | None) -> None:
+def check_overrides(settings: Settings, knowledge: KnowledgeSettings | None) -> None:
     """422 naming each override above the deployment's limit."""
     details = []
     for name, setting in CEILINGS.items():
-        own = (knowledge or {}).get(name)
+        own = getattr(knowledge, name, None)
         ceiling = int(getattr(settings, setting))
         if own is not None and own > ceiling:
             details.append(

@@ -30,7 +30,7 @@ async def create_project(
     body: ProjectCreate, projects: ProjectServiceDep, settings: SettingsDep
 ) -> object:
     """Create a project: a chatbot agent with its own prompts, sessions and LLM settings."""
-    check_overrides(settings, body.model_dump()["knowledge"])
+    check_overrides(settings, body.knowledge)
     return await projects.create(body)
 
 
@@ -59,7 +59,7 @@ async def update_project(
     project_id: uuid.UUID, body: ProjectUpdate, projects: ProjectServiceDep, settings: SettingsDep
 ) -> object:
     """Change a project's name, description or LLM settings (only the fields sent)."""
-    check_overrides(settings, body.model_dump()["knowledge"])
+    check_overrides(settings, body.knowledge)
     return await projects.update(project_id, body)
 
 

@@ -63,6 +63,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.bench.chat_load import DEFAULT_DATABASE_URL
 from tests.bench.stream_ttfd import (
     HOST,
     LOOPBACK,
@@ -70,6 +71,7 @@ from tests.bench.stream_ttfd import (
     free_port,
     postgres_admin,
     run_bench,
+    sign_up,
     spawn,
     stop,
     summary,
@@ -245,18 +247,6 @@ class Api:
         if response.status_code >= 300:
             raise BenchError(f"GET {path}: {response.status_code} {response.text[:300]}")
         return response.json()
-
-
-async def sign_up(client: httpx.AsyncClient, url: str) -> Api:
-    email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
-    registered = await client.post(
-        f"{url}/auth/register", json={"email": email, "password": password}
-    )
-    if registered.status_code != 201:
-        raise BenchError(f"register: {registered.status_code} {registered.text[:200]}")
-    login = await client.post(f"{url}/auth/login", data={"username": email, "password": password})
-    token = login.json()["access_token"]
-    return Api(url, client, {"Authorization": f"Bearer {token}"})
 
 
 async def upload_all(api: Api, project: str, files: list[tuple[str, bytes]]) -> list[str]:
@@ -481,7 +471,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         timeout = httpx.Timeout(120.0)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
             await wait_ready(client, f"{url}/ready", api_process, "api", 60)
-            api = await sign_up(client, url)
+            api = Api(url, client, await sign_up(client, url))
             projects = {}
             for name in ("html", "pdf", "scale"):
                 projects[name] = str(
@@ -586,7 +576,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add(
         "--database-url",
-        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+        default=DEFAULT_DATABASE_URL,
         help="a Postgres server on loopback, or `sqlite`",
     )
     add("--docs", type=Path, default=DOCS, help="the Python manual's HTML")

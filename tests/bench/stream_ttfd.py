@@ -199,13 +199,18 @@ async def measure_platform(
     return first, end
 
 
-async def setup_tenant(client: httpx.AsyncClient, api: str) -> tuple[dict[str, str], str]:
+async def sign_up(client: httpx.AsyncClient, api: str) -> dict[str, str]:
+    """A new account's bearer-token headers."""
     email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
     r = await client.post(f"{api}/auth/register", json={"email": email, "password": password})
     r.raise_for_status()
     r = await client.post(f"{api}/auth/login", data={"username": email, "password": password})
     r.raise_for_status()
-    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+async def setup_tenant(client: httpx.AsyncClient, api: str) -> tuple[dict[str, str], str]:
+    headers = await sign_up(client, api)
     r = await client.post(f"{api}/projects", json={"name": "bench"}, headers=headers)
     r.raise_for_status()
     project_id = str(r.json()["id"])

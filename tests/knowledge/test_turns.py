@@ -32,6 +32,7 @@ PAGES = [
 ]
 QUESTION = "How often should I descale the kettle with vinegar?"
 KNOWLEDGE = {"enabled": True, "top_k": 3, "max_context_tokens": 800}
+KNOWLEDGE_ON = {"enabled": True}
 
 
 def sources_in(request: dict[str, Any]) -> str:
@@ -49,6 +50,18 @@ async def _grounded(
     document = await settled(api, owner, pid, made["id"])
     assert document["status"] == "ready", document
     return pid, document
+
+
+async def _kettle(
+    client: httpx.AsyncClient, knowledge: dict[str, Any] | None = KNOWLEDGE_ON
+) -> tuple[factories.Account, str, dict[str, Any]]:
+    """An account, its project (grounded unless `knowledge` is None) and one indexed Markdown
+    document saying how often to descale."""
+    owner = await factories.account(client)
+    pid = (await factories.create_project(client, owner, knowledge=knowledge))["id"]
+    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
+    await settled(client, owner, pid, made["id"])
+    return owner, pid, made
 
 
 async def test_a_question_answered_on_page_3_is_cited_with_page_3(live: Live) -> None:
@@ -166,10 +179,7 @@ async def test_the_stateless_endpoints_carry_citations(live: Live) -> None:
 async def test_with_knowledge_off_a_turn_sends_no_sources(
     app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
 ) -> None:
-    owner = await factories.account(client)
-    pid = (await factories.create_project(client, owner))["id"]
-    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
-    await settled(client, owner, pid, made["id"])
+    owner, pid, _ = await _kettle(client, knowledge=None)
 
     turn = await factories.chat(client, owner, pid, "How often should I descale?")
 
@@ -207,10 +217,7 @@ async def test_an_intent_answers_before_any_retrieval(
 async def test_a_question_nothing_matches_gets_no_sources(
     app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
 ) -> None:
-    owner = await factories.account(client)
-    pid = (await factories.create_project(client, owner, knowledge={"enabled": True}))["id"]
-    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
-    await settled(client, owner, pid, made["id"])
+    owner, pid, _ = await _kettle(client)
 
     turn = await factories.chat(client, owner, pid, "What is the capital of Peru?")
 
@@ -292,10 +299,7 @@ async def test_a_projects_own_limits_apply_to_its_documents(
 async def test_a_whatsapp_bot_reply_is_grounded_and_its_citations_kept(
     app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
 ) -> None:
-    owner = await factories.account(client)
-    pid = (await factories.create_project(client, owner, knowledge={"enabled": True}))["id"]
-    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
-    await settled(client, owner, pid, made["id"])
+    owner, pid, made = await _kettle(client)
     upstream.script(Behaviour(content="Every fourteen days [1]."))
     async with fake_whatsapp() as (fake, url):
         line = await meta_channel(client, owner, pid, url)
@@ -312,10 +316,7 @@ async def test_a_whatsapp_bot_reply_is_grounded_and_its_citations_kept(
 async def test_a_regenerated_reply_is_grounded_again(
     app: FastAPI, client: httpx.AsyncClient, upstream: FakeOpenAI
 ) -> None:
-    owner = await factories.account(client)
-    pid = (await factories.create_project(client, owner, knowledge={"enabled": True}))["id"]
-    made = await factories.document(client, owner, pid, "Kettle", "Descale every fourteen days.")
-    await settled(client, owner, pid, made["id"])
+    owner, pid, _ = await _kettle(client)
     turn = await factories.chat(client, owner, pid, "How often do I descale?")
 
     again = await client.post(

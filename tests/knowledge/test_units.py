@@ -20,6 +20,7 @@ from app.knowledge.grounding import (
 )
 from app.knowledge.limits import check_overrides, limits_of
 from app.knowledge.parsing import Parsed
+from app.knowledge.schemas import KnowledgeSettings
 from tests.conftest import make_settings
 
 
@@ -181,7 +182,7 @@ def test_a_project_s_limits_may_lower_the_deployment_s_but_not_raise_them() -> N
     assert limits_of(settings, None).max_pages == 100
     assert limits_of(settings, {"max_pages": 7}).max_pages == 7
     assert limits_of(settings, {"max_pages": 700}).max_pages == 100  # a stored one, if lowered
-    check_overrides(settings, {"max_pages": 100, "max_documents": None})
+    check_overrides(settings, KnowledgeSettings(max_pages=100, max_documents=None))
     with pytest.raises(ValidationFailedError) as refused:
-        check_overrides(settings, {"max_pages": 101})
+        check_overrides(settings, KnowledgeSettings(max_pages=101))
     assert refused.value.details[0]["field"] == "knowledge.max_pages"
