@@ -8,6 +8,11 @@ checks and benchmarks:
 By default it answers `Fake reply to: <last user message>`. Faults are scripted: push behaviours
 with `FakeOpenAI.script(...)` in-process, or `POST /_control/script` on a running server; each
 request pops the next one. Every request received is recorded (`GET /_control/requests`).
+
+`POST /v1/embeddings` answers with hashed character trigrams of each input (`embedding`): texts
+that share spellings are near, so a misspelt word still finds its chunk; `dimensions` is
+honoured (default 256). Its requests and faults are kept apart from the chat completions'
+(`embedding_requests`, `script_embeddings`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -68,14 +75,21 @@ class FakeOpenAI:
         # Seconds the default behaviour waits for these models (instead of `default.delay`).
         self.model_delays = model_delays or {}
         self._script: deque[Behaviour] = deque()
+        self.embedding_requests: list[dict[str, Any]] = []
+        self._embedding_script: deque[Behaviour] = deque()
 
     def script(self, *behaviours: Behaviour) -> None:
         self._script.extend(behaviours)
+
+    def script_embeddings(self, *behaviours: Behaviour) -> None:
+        self._embedding_script.extend(behaviours)
 
     def reset(self) -> None:
         self.requests.clear()
         self.headers.clear()
         self._script.clear()
+        self.embedding_requests.clear()
+        self._embedding_script.clear()
 
     @property
     def last_request(self) -> dict[str, Any]:
@@ -85,6 +99,7 @@ class FakeOpenAI:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/_control/script", self._control_script, methods=["POST"]),
                 Route("/_control/requests", self._control_requests, methods=["GET"]),
                 Route("/_control/reset", self._control_reset, methods=["POST"]),
@@ -154,6 +169,32 @@ class FakeOpenAI:
             }
         )
 
+    async def _embeddings(self, request: Request) -> Response:
+        payload = await request.json()
+        if self.record:
+            self.embedding_requests.append(payload)
+        behaviour = self._embedding_script.popleft() if self._embedding_script else None
+        if behaviour is not None and behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if behaviour is not None and behaviour.kind == "status":
+            body = behaviour.body or {"error": {"message": f"upstream error {behaviour.status}"}}
+            return JSONResponse(body, status_code=behaviour.status, headers=behaviour.headers)
+        inputs = payload["input"]
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        dims = int(payload.get("dimensions") or 256)
+        tokens = sum(len(str(text).split()) for text in inputs)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": trigram_vector(text, dims)}
+                    for i, text in enumerate(inputs)
+                ],
+                "model": payload["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     async def _sse(
         self, payload: dict[str, Any], behaviour: Behaviour, content: str, usage: dict[str, int]
     ) -> AsyncIterator[bytes]:
@@ -189,6 +230,21 @@ class FakeOpenAI:
             data = {"id": "chatcmpl-fake", "choices": [], "usage": usage}
             yield f"data: {json.dumps(data)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+
+_WORD = re.compile(r"\w+")
+
+
+def trigram_vector(text: str, dims: int) -> list[float]:
+    """Each word's character trigrams (with `#` at its ends), hashed into `dims` signed
+    buckets: a deterministic stand-in for an embedding model, close for similar spellings."""
+    vector = [0.0] * dims
+    for word in _WORD.findall(text.lower()):
+        padded = f"#{word}#"
+        for start in range(len(padded) - 2):
+            code = zlib.crc32(padded[start : start + 3].encode())
+            vector[code % dims] += 1.0 if code & 0x80000000 else -1.0
+    return vector
 
 
 def create_app() -> Starlette:

@@ -229,10 +229,17 @@ class ChatService:
         if self.audience.project_id not in (None, data.project_id):
             raise project_not_found()
         reply_id = uuid.uuid4()
+        question = grounding.Question(data.message)
+        if self.registry.embedder is not None:  # embedded before the turn's transaction
+            cached = self.configs.peek(data.project_id)
+            if cached is not None:
+                question = await grounding.embed(
+                    cached.grounding, self.registry.embedder, data.message
+                )
         deadline = time.monotonic() + self.settings.SESSION_TURN_WAIT_SECONDS
         pause = 0.02
         while True:
-            prepared = await self._prepare_once(data, reply_id)
+            prepared = await self._prepare_once(data, reply_id, question)
             if prepared is not None:
                 wake_relay(self.maker)  # its events are committed
                 return prepared
@@ -246,7 +253,9 @@ class ChatService:
             await asyncio.sleep(pause)
             pause = min(pause * 2, self.settings.STREAM_POLL_SECONDS)
 
-    async def _prepare_once(self, data: ChatRequest, reply_id: uuid.UUID) -> _PreparedTurn | None:
+    async def _prepare_once(
+        self, data: ChatRequest, reply_id: uuid.UUID, question: grounding.Question
+    ) -> _PreparedTurn | None:
         """One try at storing the turn: None if another turn holds the session.
 
         In the steady state this is BEGIN, the session claim (which also reserves the message
@@ -312,6 +321,7 @@ class ChatService:
                 now=now,
                 context=data.context,
                 reply_id=reply_id,
+                question=question,
             )
             events.append(
                 message_created(
@@ -415,6 +425,7 @@ class ChatService:
         now: datetime,
         context: Context | None = None,
         reply_id: uuid.UUID | None = None,
+        question: grounding.Question | None = None,
     ) -> _PreparedTurn:
         """Build the LLM request for `user_message` (or pick the intent that answers it) and
         the pending reply to it (for the caller to INSERT). A project grounded in its
@@ -425,7 +436,12 @@ class ChatService:
         if plan is None:
             if config.grounding is not None:
                 sources = await grounding.retrieve(
-                    db, self.workspace_id, config.project.id, message, config.grounding
+                    db,
+                    self.workspace_id,
+                    config.project.id,
+                    question or grounding.Question(message),
+                    config.grounding,
+                    self.registry.embedder,
                 )
             plan = plan_llm_reply(
                 config,

@@ -130,9 +130,11 @@ class StatelessChat:
             return StatelessTurn(project, plan, admitted.tokens)
         sources: list[grounding.Source] = []
         if config.grounding is not None:
+            embedder = self.registry.embedder
+            question = await grounding.embed(config.grounding, embedder, message)
             async with self.maker() as db:
                 sources = await grounding.retrieve(
-                    db, workspace_id, project.id, message, config.grounding
+                    db, workspace_id, project.id, question, config.grounding, embedder
                 )
         plan = plan_llm_reply(
             config,

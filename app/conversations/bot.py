@@ -102,9 +102,15 @@ def reply_job(
         sources: list[grounding.Source] = []
         if plan is None:
             if config.grounding is not None:
+                asked = await grounding.embed(config.grounding, registry.embedder, question)
                 async with maker() as db:
                     sources = await grounding.retrieve(
-                        db, conversation.workspace_id, config.project.id, question, config.grounding
+                        db,
+                        conversation.workspace_id,
+                        config.project.id,
+                        asked,
+                        config.grounding,
+                        registry.embedder,
                     )
             extra = (conversation.bot_note,) if conversation.bot_note else ()
             plan = plan_llm_reply(

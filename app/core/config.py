@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     KNOWLEDGE_PARSE_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=3600)
     KNOWLEDGE_CHUNK_MIN_CHARS: int = Field(default=600, ge=50)
     KNOWLEDGE_CHUNK_MAX_CHARS: int = Field(default=1600, ge=100)
+    # Semantic search, optional: chunks are embedded by any OpenAI-compatible `/embeddings`
+    # (OpenAI, OpenRouter, a local server) and fused with keyword search. Off unless
+    # EMBEDDINGS_BASE_URL is set. EMBEDDINGS_DIMENSIONS is sent as `dimensions` when set.
+    EMBEDDINGS_BASE_URL: str | None = None
+    EMBEDDINGS_API_KEY: SecretStr | None = None
+    EMBEDDINGS_MODEL: str = Field(default="text-embedding-3-small", min_length=1, max_length=200)
+    EMBEDDINGS_DIMENSIONS: int | None = Field(default=None, ge=1, le=8192)
+    EMBEDDINGS_BATCH_SIZE: int = Field(default=128, ge=1, le=2048)
+    # A question's embedding, in a chat turn or `retrieve`: every attempt within this.
+    EMBEDDINGS_QUERY_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=120)
+    # Each process keeps the vectors it scanned, up to this size.
+    KNOWLEDGE_VECTOR_CACHE_MB: int = Field(default=256, ge=0, le=65536)
     # Kafka: events are also published to KAFKA_TOPIC when KAFKA_BOOTSTRAP_SERVERS is set.
     KAFKA_BOOTSTRAP_SERVERS: str | None = None
     KAFKA_TOPIC: str = "chatbot.events"
@@ -219,6 +231,8 @@ class Settings(BaseSettings):
         "LLM_PROVIDER",
         "LLM_BASE_URL",
         "LLM_MODEL",
+        "EMBEDDINGS_BASE_URL",
+        "EMBEDDINGS_DIMENSIONS",
         "REDIS_URL",
         "KAFKA_BOOTSTRAP_SERVERS",
         "KAFKA_SASL_MECHANISM",
@@ -234,7 +248,9 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("GROQ_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", mode="before")
+    @field_validator(
+        "GROQ_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "EMBEDDINGS_API_KEY", mode="before"
+    )
     @classmethod
     def _blank_key_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

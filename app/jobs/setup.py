@@ -24,7 +24,8 @@ from app.events.kafka import KafkaPublisher
 from app.events.relay import PUBLISH_KIND, EventRelay
 from app.events.webhooks import DELIVER_KIND
 from app.jobs.worker import JobKind, Worker
-from app.knowledge.indexing import index_job
+from app.knowledge import vectors
+from app.knowledge.indexing import EMBED_KIND, embed_job, index_job
 from app.knowledge.service import INDEX_KIND
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.transport import upstream_transport
@@ -93,6 +94,9 @@ class Background:
             REPLY_KIND: reply_job(settings, maker, registry, configs or ProjectConfigs()),
             INDEX_KIND: index_job(settings, maker, self.outbound),
         }
+        vectors.CACHE.max_bytes = settings.KNOWLEDGE_VECTOR_CACHE_MB * 1024 * 1024
+        if registry.embedder is not None:
+            kinds[EMBED_KIND] = embed_job(settings, maker, registry.embedder)
         if self.publisher is not None:
             kinds[PUBLISH_KIND] = publish_job(maker, self.publisher)
         self.worker = Worker(

@@ -1,8 +1,10 @@
 """A chat turn grounded in its project's knowledge base.
 
-When the project's `knowledge.enabled` is set and no intent answers, the turn runs one keyword
-search for the user's message inside the transaction it already holds (one statement: the asking
-project's enabled documents, at the version each serves). The best chunks that fit
+When the project's `knowledge.enabled` is set and no intent answers, the turn searches for the
+user's message inside the transaction it already holds: by keyword, one statement (the asking
+project's enabled documents, at the version each serves); by meaning too when the deployment has
+an embedding model (app/knowledge/retrieval.py; the message is embedded before the transaction
+when the project's settings are cached, as they are after its first turn). The best chunks that fit
 `max_context_tokens` (and score at least `min_score`) become numbered sources in one extra
 system message, which asks the model to cite them as `[n]`. The same numbered list is stored on
 the reply as its `citations`, so every `[n]` in the text can be checked against a page and
@@ -17,8 +19,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.knowledge import search
+from app.knowledge import retrieval
+from app.knowledge.retrieval import SearchMethod
 from app.knowledge.search import Hit
+from app.llm.embeddings import Embedder, Vector
 
 CHARS_PER_TOKEN = 4  # a rough estimate, as for English text
 SNIPPET_CHARS = 280
@@ -40,6 +44,7 @@ class Grounding:
     top_k: int
     max_context_tokens: int
     min_score: float | None = None
+    search_method: SearchMethod | None = None  # None: the deployment's default
 
     @classmethod
     def of(cls, knowledge: dict[str, Any] | None) -> Grounding | None:
@@ -50,7 +55,11 @@ class Grounding:
             top_k=int(knowledge.get("top_k", DEFAULT_TOP_K)),
             max_context_tokens=int(knowledge.get("max_context_tokens", DEFAULT_CONTEXT_TOKENS)),
             min_score=knowledge.get("min_score"),
+            search_method=knowledge.get("search_method"),
         )
+
+    def method(self, embedder: Embedder | None) -> SearchMethod:
+        return retrieval.method_of(self.search_method, embedder)
 
 
 @dataclass(frozen=True)
@@ -60,16 +69,47 @@ class Source:
     text: str  # the chunk's text as the prompt has it (cut to the budget, for the last one)
 
 
+@dataclass(frozen=True)
+class Question:
+    """The user's message, with its embedding once asked for (None: keyword search, or the
+    provider failed)."""
+
+    text: str
+    vector: Vector | None = None
+    embedded: bool = False
+
+
+async def embed(grounding: Grounding | None, embedder: Embedder | None, text: str) -> Question:
+    """The message, embedded when the turn will search by meaning: before any transaction."""
+    if grounding is None or embedder is None:
+        return Question(text, embedded=True)
+    vector = await retrieval.embed_question(embedder, grounding.method(embedder), text)
+    return Question(text, vector, embedded=True)
+
+
 async def retrieve(
     db: AsyncSession,
     workspace_id: uuid.UUID,
     project_id: uuid.UUID,
-    question: str,
+    question: Question,
     grounding: Grounding,
+    embedder: Embedder | None = None,
 ) -> list[Source]:
-    """The sources for a turn: one statement."""
-    hits = await search.keyword(db, workspace_id, project_id, question, grounding.top_k)
-    return select_sources(hits, grounding)
+    """The sources for a turn: one statement by keyword (a second by meaning, fused). A
+    question not embedded yet is embedded here."""
+    if not question.embedded:
+        question = await embed(grounding, embedder, question.text)
+    found = await retrieval.find(
+        db,
+        embedder,
+        workspace_id,
+        project_id,
+        question.text,
+        grounding.top_k,
+        method=grounding.method(embedder),
+        vector=question.vector,
+    )
+    return select_sources([r.hit for r in found], grounding)
 
 
 def select_sources(hits: Sequence[Hit], grounding: Grounding) -> list[Source]:

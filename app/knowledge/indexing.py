@@ -6,7 +6,12 @@ claimed again once its lease is over), and the chunks of a version appear all at
 the old version's deleted in the same transaction, so retrieval never sees half a document or
 two versions of it. A document deleted meanwhile is simply not indexed. Errors of the file
 itself (`invalid_file`, `no_text`, ...) fail the document at once; anything else is retried,
-and the last attempt fails it with `server_error`, so no document stays `indexing`."""
+and the last attempt fails it with `server_error`, so no document stays `indexing`.
+
+With an embedding model (EMBEDDINGS_*), the swap also gives the new version the vectors of its
+unchanged chunks, and enqueues `knowledge.embed` (in the same transaction) for the rest: the
+document is `ready` for keyword search at once, and found by meaning as its chunks are
+embedded (`chunks_embedded`)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
@@ -27,22 +33,26 @@ from app.core.driver import transaction
 from app.core.outbound import OutboundAddressRefused
 from app.core.types import utcnow
 from app.events.recorder import record
+from app.jobs.queue import enqueue
 from app.jobs.worker import JobKind, JobRun
-from app.knowledge import search
+from app.knowledge import search, vectors
 from app.knowledge.chunking import Chunk, chunk
 from app.knowledge.limits import limits_of
 from app.knowledge.parsing import Parsed, ParseError, known_name, sniff
 from app.knowledge.runner import parse_in_child
 from app.knowledge.service import PART_BYTES, SNIFF_BYTES
+from app.llm.embeddings import Embedder
 from app.models import (
     DocumentStatus,
     KnowledgeChunk,
     KnowledgeDocument,
+    KnowledgeEmbedding,
     KnowledgeFilePart,
     Project,
 )
 
 logger = logging.getLogger("app.knowledge")
+EMBED_KIND = "knowledge.embed"
 
 
 def index_job(
@@ -121,8 +131,9 @@ async def _index(
             f"The document has {len(text)} characters of text; at most "
             f"{settings.KNOWLEDGE_MAX_CHARS}.",
         )
+    model = settings.EMBEDDINGS_MODEL if settings.EMBEDDINGS_BASE_URL else None
     async with transaction(maker) as db:
-        await _swap(db, workspace_id, document_id, chunks, len(text), parsed)
+        await _swap(db, workspace_id, document_id, chunks, len(text), parsed, model)
 
 
 async def _swap(
@@ -132,7 +143,9 @@ async def _swap(
     chunks: list[Chunk],
     characters: int,
     parsed: Parsed,
+    model: str | None = None,
 ) -> None:
+    """`model`: the embedding model whose vectors the new version gets (None: none)."""
     document = await _document(db, workspace_id, document_id, lock=True)
     if document is None or document.status != DocumentStatus.INDEXING:
         return  # deleted (or retried) while it was being parsed
@@ -163,6 +176,20 @@ async def _swap(
             ],
         )
     await search.count_terms(db, workspace_id, document_id, keep=version)
+    document.chunks_embedded = 0
+    if model is not None and chunks:
+        document.chunks_embedded = await vectors.reuse(
+            db, workspace_id, document_id, version, model
+        )
+        if document.chunks_embedded < len(chunks):
+            await enqueue(
+                db,
+                EMBED_KIND,
+                {"document_id": str(document_id), "version": version},
+                workspace_id=workspace_id,
+                ordering_key=f"document:{document_id}",
+                max_attempts=5,
+            )
     # The old version (and any other) goes in the same transaction: retrieval sees one or the
     # other, never both.
     await db.execute(delete(KnowledgeChunk).where(condition, KnowledgeChunk.version != version))
@@ -188,6 +215,58 @@ async def _swap(
         subject=str(document_id),
     )
     logger.info("document indexed document_id=%s chunks=%d", document_id, len(chunks))
+
+
+def embed_job(
+    settings: Settings, maker: async_sessionmaker[AsyncSession], embedder: Embedder
+) -> JobKind:
+    """`knowledge.embed`: the chunks of a document's version that have no vector of the
+    embedding model get one, a batch at a time, each batch committed with the document's
+    `chunks_embedded`. A version swapped out meanwhile is left alone (its successor has its
+    own job); a provider failure is retried with the job's backoff, and the batches already
+    stored stay."""
+
+    async def embed(job: JobRun) -> None:
+        assert job.workspace_id is not None  # noqa: S101 - enqueued with the document's
+        document_id = uuid.UUID(job.payload["document_id"])
+        version = int(job.payload["version"])
+        for _ in range(settings.KNOWLEDGE_MAX_CHARS // embedder.batch_size + 2):  # bounded
+            async with maker() as db:
+                document = await _document(db, job.workspace_id, document_id)
+                if document is None or document.index_version != version:
+                    return
+                pending = await vectors.missing(
+                    db, job.workspace_id, document_id, version, embedder.model, embedder.batch_size
+                )
+            if not pending:
+                return
+            found = await embedder.documents([text for _, text in pending])
+            async with transaction(maker) as db:
+                document = await _document(db, job.workspace_id, document_id, lock=True)
+                if document is None or document.index_version != version:
+                    return
+                rows = [
+                    {
+                        "chunk_id": chunk_id,
+                        "model": embedder.model,
+                        "document_id": document_id,
+                        "dims": int(vector.shape[0]),
+                        "vector": vectors.encode(vector),
+                        "workspace_id": job.workspace_id,
+                    }
+                    for (chunk_id, _), vector in zip(pending, found, strict=True)
+                ]
+                dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+                await db.execute(dialect.insert(KnowledgeEmbedding).on_conflict_do_nothing(), rows)
+                done = await vectors.embedded(
+                    db, job.workspace_id, document_id, version, embedder.model
+                )
+                document.chunks_embedded, total = done, document.chunk_count
+            logger.info(
+                "chunks embedded document_id=%s embedded=%d of %d", document_id, done, total
+            )
+
+    return JobKind(embed)
 
 
 async def _fail(

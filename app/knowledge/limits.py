@@ -10,6 +10,7 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.errors import ValidationFailedError
+from app.knowledge.retrieval import check_method
 from app.knowledge.schemas import KnowledgeSettings
 
 # The project override -> the setting it may lower.
@@ -40,7 +41,12 @@ def limits_of(settings: Settings, knowledge: dict[str, Any] | None) -> Knowledge
 
 
 def check_overrides(settings: Settings, knowledge: KnowledgeSettings | None) -> None:
-    """422 naming each override above the deployment's limit."""
+    """422 naming each override above the deployment's limit, or a search method that needs
+    embeddings the deployment does not have."""
+    if knowledge is not None:
+        check_method(
+            knowledge.search_method, bool(settings.EMBEDDINGS_BASE_URL), "knowledge.search_method"
+        )
     details = []
     for name, setting in CEILINGS.items():
         own = getattr(knowledge, name, None)

@@ -16,17 +16,17 @@ from starlette.datastructures import UploadFile
 
 from app.auth.dependencies import CurrentPrincipal, Principal, RequireAdmin, require_scope
 from app.core.db import SessionDep
-from app.core.dependencies import SettingsDep
+from app.core.dependencies import LLMRegistryDep, SettingsDep
 from app.core.errors import AppError, NotFoundError, error_responses, field_error
 from app.core.pagination import Page, PageParamsDep
 from app.knowledge.indexing import read_parts
+from app.knowledge.retrieval import check_method
 from app.knowledge.schemas import (
     ChunkRead,
     DocumentRead,
     DocumentText,
     DocumentUpdate,
     DocumentUrl,
-    RetrievedDocument,
     RetrieveRecord,
     RetrieveRequest,
     RetrieveResponse,
@@ -310,24 +310,27 @@ async def retrieve(
     caller: RetrieveCaller,
     session: SessionDep,
     settings: SettingsDep,
+    registry: LLMRegistryDep,
 ) -> object:
-    """Hit testing: the project's chunks that best match `query` (keyword search: SQLite
-    FTS5 bm25, or Postgres full text weighted by IDF), best first, with their document, pages
-    and offsets; `filters` keeps to some documents, or to those whose metadata has given
-    values. Any member, or the project's own API key with the `knowledge:read` scope."""
+    """Hit testing: the project's chunks that best match `query`, best first, with their
+    document, pages and offsets, exactly as a grounded chat turn finds them. `search_method`:
+    `keyword` (SQLite FTS5 bm25, or Postgres full text weighted by IDF), `semantic` (by
+    meaning, with the deployment's embedding model) or `hybrid` (both, fused by reciprocal
+    rank); by default the project's, else `hybrid` with an embedding model and `keyword`
+    without. `filters` keeps to some documents, or to those whose metadata has given values.
+    Any member, or the project's own API key with the `knowledge:read` scope."""
     if caller.project_id not in (None, project_id):  # a key reaches its own project only
         raise NotFoundError("Project not found.", code="project_not_found")
+    check_method(body.search_method, registry.embedder is not None, "search_method")
     knowledge = KnowledgeService(session, caller.workspace_id, settings)
-    hits = await knowledge.retrieve(project_id, body.query, body.top_k, body.filters.search())
+    method, found = await knowledge.retrieve(
+        project_id,
+        body.query,
+        body.top_k,
+        body.filters.search(),
+        method=body.search_method,
+        embedder=registry.embedder,
+    )
     return RetrieveResponse(
-        query=body.query,
-        search_method="keyword",
-        records=[
-            RetrieveRecord(
-                chunk=ChunkRead.of(hit),
-                document=RetrievedDocument(id=hit.document_id, title=hit.title),
-                score=hit.score,
-            )
-            for hit in hits
-        ],
+        query=body.query, search_method=method, records=[RetrieveRecord.of(r) for r in found]
     )

@@ -9,10 +9,16 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.knowledge.grounding import DEFAULT_CONTEXT_TOKENS, DEFAULT_TOP_K
+from app.knowledge.retrieval import Ranked, SearchMethod
 from app.knowledge.search import Filters, Hit
 from app.models import DocumentStatus, KnowledgeChunk, KnowledgeDocument
 
 MAX_QUERY_CHARS = 1000
+SEARCH_METHOD = (
+    "`keyword`, `semantic` (by meaning: needs the deployment's embedding model, "
+    "EMBEDDINGS_BASE_URL) or `hybrid` (both, fused by reciprocal rank). Null: `hybrid` when the "
+    "deployment has an embedding model, `keyword` otherwise."
+)
 MAX_TOP_K = 20
 
 
@@ -84,6 +90,11 @@ class DocumentRead(BaseModel):
     page_count: int | None
     char_count: int | None
     chunk_count: int
+    chunks_embedded: int = Field(
+        description="Chunks with a vector of the deployment's embedding model, for semantic "
+        "search (0 without one). Embedding runs after the document is `ready`: until it ends, "
+        "the rest are found by keyword only."
+    )
     indexed_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -110,6 +121,7 @@ class DocumentRead(BaseModel):
             page_count=document.page_count,
             char_count=document.char_count,
             chunk_count=document.chunk_count,
+            chunks_embedded=document.chunks_embedded,
             indexed_at=document.indexed_at,
             created_at=document.created_at,
             updated_at=document.updated_at,
@@ -166,7 +178,12 @@ class KnowledgeSettings(BaseModel):
     min_score: float | None = Field(
         default=None,
         ge=0,
-        description="Leave out chunks scoring below this (the score `retrieve` reports).",
+        description="Leave out chunks scoring below this (the score `retrieve` reports for "
+        "the same `search_method`).",
+    )
+    search_method: SearchMethod | None = Field(
+        default=None,
+        description=SEARCH_METHOD,
     )
     max_documents: int | None = Field(default=None, ge=1, description="Documents kept.")
     max_total_bytes: int | None = Field(default=None, ge=1024, description="Bytes of all files.")
@@ -222,6 +239,7 @@ class RetrieveRequest(BaseModel):
     )
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    search_method: SearchMethod | None = Field(default=None, description=SEARCH_METHOD)
     filters: RetrieveFilters = Field(default_factory=RetrieveFilters)
 
 
@@ -230,13 +248,35 @@ class RetrievedDocument(BaseModel):
     title: str
 
 
+class RetrieveRanks(BaseModel):
+    keyword: int | None = Field(description="1-based rank by keyword; null: not among them.")
+    semantic: int | None = Field(description="1-based rank by meaning; null: not among them.")
+
+
 class RetrieveRecord(BaseModel):
     chunk: ChunkRead
     document: RetrievedDocument
-    score: float = Field(description="Keyword relevance (higher is better; not normalised).")
+    score: float = Field(
+        description="Higher is better. `keyword`: BM25-style relevance (not normalised); "
+        "`semantic`: the cosine similarity; `hybrid`: the reciprocal-rank-fusion score."
+    )
+    ranks: RetrieveRanks
+
+    @classmethod
+    def of(cls, ranked: Ranked) -> RetrieveRecord:
+        hit = ranked.hit
+        return cls(
+            chunk=ChunkRead.of(hit),
+            document=RetrievedDocument(id=hit.document_id, title=hit.title),
+            score=hit.score,
+            ranks=RetrieveRanks(keyword=ranked.keyword_rank, semantic=ranked.semantic_rank),
+        )
 
 
 class RetrieveResponse(BaseModel):
     query: str
-    search_method: str = Field(description="`keyword`.")
+    search_method: SearchMethod = Field(
+        description="The method used: the one asked for, or the project's, or the "
+        "deployment's default; `keyword` when the question could not be embedded."
+    )
     records: list[RetrieveRecord]

@@ -60,6 +60,17 @@ def fts5_query(words: list[str]) -> str:
     return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
+# The filters on documents `d`, with their parameters from `filter_params`.
+SQLITE_FILTERS = """
+    AND (:documents IS NULL OR d.id IN (SELECT value FROM json_each(:documents)))
+    AND (:metadata IS NULL OR NOT EXISTS (
+        SELECT 1 FROM json_each(:metadata) AS f
+        WHERE json_extract(d.metadata, '$."' || f.key || '"') IS NOT f.value))"""
+POSTGRES_FILTERS = """
+    AND (CAST(:documents AS uuid[]) IS NULL OR d.id = ANY (CAST(:documents AS uuid[])))
+    AND (CAST(:metadata AS jsonb) IS NULL
+        OR CAST(d.metadata AS jsonb) @> CAST(:metadata AS jsonb))"""
+
 _SQLITE_SQL = text(
     """
 SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
@@ -70,12 +81,9 @@ JOIN kb_documents AS d ON d.id = c.document_id
 WHERE kb_chunks_fts MATCH :query AND c.workspace_id = :workspace_id
     AND c.project_id = :project_id AND d.workspace_id = :workspace_id
     AND d.enabled AND c.version = d.index_version
-    AND (:documents IS NULL OR d.id IN (SELECT value FROM json_each(:documents)))
-    AND (:metadata IS NULL OR NOT EXISTS (
-        SELECT 1 FROM json_each(:metadata) AS f
-        WHERE json_extract(d.metadata, '$."' || f.key || '"') IS NOT f.value))
+{filters}
 ORDER BY bm25(kb_chunks_fts) LIMIT :limit
-"""
+""".replace("{filters}", SQLITE_FILTERS)
 )
 
 # Postgres: BM25's IDF from `kb_terms` (per project, how many chunks hold each lexeme). The
@@ -132,11 +140,9 @@ SELECT c.public_id, c.document_id, d.title, c.text, c.position, c.page_start,
 FROM found AS c
 JOIN kb_documents AS d ON d.id = c.document_id
 WHERE d.workspace_id = :workspace_id AND d.enabled AND c.version = d.index_version
-    AND (CAST(:documents AS uuid[]) IS NULL OR d.id = ANY (CAST(:documents AS uuid[])))
-    AND (CAST(:metadata AS jsonb) IS NULL
-        OR CAST(d.metadata AS jsonb) @> CAST(:metadata AS jsonb))
+{filters}
 ORDER BY score DESC, c.id LIMIT :limit
-"""
+""".replace("{filters}", POSTGRES_FILTERS)
 )
 
 # Postgres: keep `kb_terms` in step with a document's chunks. `:keep` is the version that
@@ -201,20 +207,23 @@ async def keyword(
     if not words:
         return []
     params: dict[str, Any] = {"workspace_id": workspace_id, "project_id": project_id}
-    metadata = None if filters.metadata is None else json.dumps(filters.metadata)
     if db.get_bind().dialect.name == "postgresql":
         statement, params["query"] = _POSTGRES, " ".join(words)
         params["budget"], params["cap"] = CANDIDATE_BUDGET, CANDIDATE_CAP
-        documents: Any = None if filters.documents is None else list(filters.documents)
     else:
         statement, params["query"] = _SQLITE, fts5_query(words)
-        documents = (
-            None
-            if filters.documents is None
-            else json.dumps(
-                [d.hex for d in filters.documents]  # how SQLite stores a uuid
-            )
-        )
-    params |= {"documents": documents, "metadata": metadata}
+    params |= filter_params(db, filters)
     rows = (await db.execute(statement, params | {"limit": limit})).mappings()
     return [Hit(**{**row, "score": float(row["score"])}) for row in rows]
+
+
+def filter_params(db: AsyncSession, filters: Filters) -> dict[str, Any]:
+    """`:documents` and `:metadata` for the dialect's filters (None: no such condition)."""
+    metadata = None if filters.metadata is None else json.dumps(filters.metadata)
+    documents: Any = None
+    if filters.documents is not None:
+        if db.get_bind().dialect.name == "postgresql":
+            documents = list(filters.documents)
+        else:
+            documents = json.dumps([d.hex for d in filters.documents])  # as SQLite stores them
+    return {"documents": documents, "metadata": metadata}

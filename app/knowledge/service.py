@@ -25,9 +25,11 @@ from app.core.pagination import Keyset, PageParams
 from app.core.repository import WorkspaceRepository
 from app.events.recorder import record
 from app.jobs.queue import enqueue
-from app.knowledge import parsing, search
+from app.knowledge import parsing, retrieval, search
 from app.knowledge.limits import limits_of
+from app.knowledge.retrieval import Ranked, SearchMethod
 from app.knowledge.schemas import DocumentText, DocumentUpdate, DocumentUrl
+from app.llm.embeddings import Embedder
 from app.models import (
     DocumentSource,
     DocumentStatus,
@@ -264,11 +266,31 @@ class KnowledgeService:
         query: str,
         top_k: int,
         filters: search.Filters = search.NO_FILTERS,
-    ) -> list[search.Hit]:
-        await self.projects.get(project_id)
-        return await search.keyword(
-            self.session, self.workspace_id, project_id, query, top_k, filters
+        *,
+        method: SearchMethod | None = None,
+        embedder: Embedder | None = None,
+    ) -> tuple[SearchMethod, list[Ranked]]:
+        """The method used (the one asked for, else the project's, else the deployment's
+        default; `keyword` if the question could not be embedded) and the chunks found."""
+        project = await self.projects.get(project_id)
+        chosen = retrieval.method_of(
+            method or (project.knowledge or {}).get("search_method"), embedder
         )
+        vector = await retrieval.embed_question(embedder, chosen, query)
+        if vector is None:
+            chosen = "keyword"
+        found = await retrieval.find(
+            self.session,
+            embedder,
+            self.workspace_id,
+            project_id,
+            query,
+            top_k,
+            method=chosen,
+            vector=vector,
+            filters=filters,
+        )
+        return chosen, found
 
     async def _sniff(self, upload: UploadFile) -> tuple[bytes, str]:
         head = await upload.read(SNIFF_BYTES)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
-from app.llm.types import Completion, CompletionRequest, StreamChunk
+from app.llm.types import (
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    StreamChunk,
+)
 
 
 @runtime_checkable
@@ -21,6 +27,17 @@ class LLMProvider(Protocol):
 
     def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         """The reply as it is generated."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """Anything that can embed texts (an OpenAI-compatible `/embeddings`)."""
+
+    name: str
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One vector per input, in order."""
         ...
 
 

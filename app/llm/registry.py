@@ -10,6 +10,7 @@ import httpx
 
 from app.core.config import PROVIDER_BASE_URLS, PROVIDER_DEFAULT_MODELS, Settings
 from app.llm.base import LLMNotConfiguredError, LLMProvider
+from app.llm.embeddings import Embedder, build_embedder
 from app.llm.providers.echo import EchoProvider
 from app.llm.providers.openai_compat import OpenAICompatibleProvider
 from app.llm.resilience import BreakerBoard, RetryPolicy
@@ -26,6 +27,7 @@ class ProviderRegistry:
     breakers: BreakerBoard = field(default_factory=lambda: BreakerBoard(threshold=5, cooldown=30.0))
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     metrics: Metrics | None = None
+    embedder: Embedder | None = None  # EMBEDDINGS_*: semantic search of knowledge bases
 
     def get(self, name: str | None) -> LLMProvider:
         """The named provider, or the default; raises LLMNotConfiguredError if not configured."""
@@ -89,4 +91,5 @@ def build_registry(
             first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
         ),
         metrics=metrics,
+        embedder=build_embedder(settings, http_client),
     )

@@ -32,8 +32,22 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from app.llm.base import LLMError, LLMProvider, LLMRateLimitError, LLMTimeoutError
-from app.llm.types import Completion, CompletionRequest, StreamChunk, Usage
+from app.llm.base import (
+    EmbeddingProvider,
+    LLMError,
+    LLMNotConfiguredError,
+    LLMProvider,
+    LLMRateLimitError,
+    LLMTimeoutError,
+)
+from app.llm.types import (
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    StreamChunk,
+    Usage,
+)
 
 logger = logging.getLogger("app.llm")
 
@@ -213,6 +227,21 @@ class ResilientProvider:
         completion = await self._over_targets(call, deadline)
         self._count_tokens(completion.usage)
         return completion
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """The texts' vectors, with the same retries, breakers and deadline as a completion."""
+        deadline = time.monotonic() + self.policy.total_timeout
+
+        async def call(target: Target) -> Embeddings:
+            if not isinstance(target.provider, EmbeddingProvider):
+                raise LLMNotConfiguredError(
+                    f"{target.provider.name} cannot embed", provider=target.provider.name
+                )
+            return await target.provider.embed(replace(request, model=target.model))
+
+        embeddings = await self._over_targets(call, deadline)
+        self._count_tokens(embeddings.usage)
+        return embeddings
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         deadline = time.monotonic() + self.policy.total_timeout

@@ -45,3 +45,20 @@ class StreamChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """Texts to embed, in order; `dimensions` asks a model that can shorten its vectors
+    (OpenAI's text-embedding-3) to do so."""
+
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: tuple[tuple[float, ...], ...]  # one per input, in the inputs' order
+    model: str
+    usage: Usage | None = None

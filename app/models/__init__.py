@@ -30,6 +30,7 @@ from app.models.knowledge import (
     DocumentStatus,
     KnowledgeChunk,
     KnowledgeDocument,
+    KnowledgeEmbedding,
     KnowledgeFilePart,
 )
 from app.models.project import Project, Prompt
@@ -64,6 +65,7 @@ __all__ = [
     "Job",
     "KnowledgeChunk",
     "KnowledgeDocument",
+    "KnowledgeEmbedding",
     "KnowledgeFilePart",
     "MessageRole",
     "MessageStatus",

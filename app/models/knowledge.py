@@ -59,6 +59,9 @@ class KnowledgeDocument(UUIDPrimaryKey, WorkspaceScoped, Timestamps, Base):
     page_count: Mapped[int | None]
     char_count: Mapped[int | None]
     chunk_count: Mapped[int] = mapped_column(default=0)
+    # Chunks of the served version with a vector of the deployment's EMBEDDINGS_MODEL (0 when
+    # semantic search is off): embedding runs after the document is `ready` for keywords.
+    chunks_embedded: Mapped[int] = mapped_column(default=0)
     # The chunks' version retrieval reads (0: none yet). Indexing writes version + 1, then
     # swaps it in and deletes the old one, in one transaction.
     index_version: Mapped[int] = mapped_column(default=0)
@@ -107,7 +110,31 @@ class KnowledgeChunk(WorkspaceScoped, Base):
     __table_args__ = (
         Index("ix_kb_chunks_document", "document_id", "version", "position"),
         Index("ix_kb_chunks_project", "project_id"),
+        # A new version's chunks find the old version's vectors by text (app/knowledge/vectors.py).
+        Index("ix_kb_chunks_hash", "document_id", "content_hash"),
     )
+
+
+class KnowledgeEmbedding(WorkspaceScoped, Base):
+    """A chunk's vector from one embedding model: float32, little-endian, unit length (a dot
+    product is the cosine). Keyed by model, so another model's vectors never mix in; they go
+    with their chunk (ON DELETE CASCADE), in the transaction that deletes it."""
+
+    __tablename__ = "kb_embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("kb_chunks.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("kb_documents.id", ondelete="CASCADE")
+    )
+    dims: Mapped[int]
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_kb_embeddings_document", "document_id", "model"),)
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:

@@ -79,7 +79,7 @@ async def test_the_service_s_rules(app: FastAPI, client: httpx.AsyncClient) -> N
             await knowledge.get(pid, url.id)
         with pytest.raises(NotFoundError):
             await knowledge.get(uuid.uuid4(), text.id)
-        assert await knowledge.retrieve(pid, "the of and", 5) == []
+        assert await knowledge.retrieve(pid, "the of and", 5) == ("keyword", [])
         await db.rollback()
 
 

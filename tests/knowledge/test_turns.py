@@ -75,6 +75,7 @@ async def test_a_question_answered_on_page_3_is_cited_with_page_3(live: Live) ->
         "max_total_bytes": None,
         "max_file_bytes": None,
         "max_pages": None,
+        "search_method": None,
     }
     live.upstream.script(Behaviour(content="Descale every fourteen days [1]."))
 

@@ -23,7 +23,14 @@ from app.llm.base import (
     LLMServerError,
     LLMTimeoutError,
 )
-from app.llm.types import Completion, CompletionRequest, StreamChunk, Usage
+from app.llm.types import (
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    StreamChunk,
+    Usage,
+)
 
 _MAX_UPSTREAM_MESSAGE = 300
 
@@ -44,6 +51,7 @@ class OpenAICompatibleProvider:
         self.name = name
         self.default_model = default_model
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = base_url.rstrip("/") + "/embeddings"
         self._client = http_client
         self._headers = {"Content-Type": "application/json", **(extra_headers or {})}
         if api_key:
@@ -110,6 +118,25 @@ class OpenAICompatibleProvider:
                 f"{self.name} closed the stream before it finished", provider=self.name
             )
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """`POST /embeddings` with `encoding_format: float`: one vector per input, in order."""
+        payload: dict[str, Any] = {
+            "model": request.model,
+            "input": list(request.inputs),
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            payload["dimensions"] = request.dimensions
+        try:
+            response = await self._client.post(
+                self._embeddings_url, json=payload, headers=self._headers, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response.status_code, response.headers, response.content)
+        return self._parse_embeddings(response.content, request)
+
     # -- parsing ---------------------------------------------------------------------------
 
     def _parse_completion(self, body: bytes, requested_model: str) -> Completion:
@@ -130,6 +157,27 @@ class OpenAICompatibleProvider:
             raise LLMResponseError(
                 f"{self.name} returned a completion without choices", provider=self.name
             ) from exc
+
+    def _parse_embeddings(self, body: bytes, request: EmbeddingRequest) -> Embeddings:
+        data = self._json(body)
+        self._raise_embedded_error(data)
+        try:
+            items = sorted(data["data"], key=lambda item: int(item["index"]))
+            vectors = tuple(tuple(float(x) for x in item["embedding"]) for item in items)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LLMResponseError(
+                f"{self.name} returned embeddings without `data[].embedding`", provider=self.name
+            ) from exc
+        widths = {len(vector) for vector in vectors}
+        if len(vectors) != len(request.inputs) or len(widths) != 1 or 0 in widths:
+            raise LLMResponseError(
+                f"{self.name} returned {len(vectors)} embeddings of widths {sorted(widths)} "
+                f"for {len(request.inputs)} inputs",
+                provider=self.name,
+            )
+        return Embeddings(
+            vectors, str(data.get("model") or request.model), _usage(data.get("usage"))
+        )
 
     def _parse_chunk(self, raw: str) -> StreamChunk | None:
         data = self._json(raw.encode())
