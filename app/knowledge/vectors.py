@@ -147,8 +147,9 @@ _DOCUMENTS = {
     for dialect, filters in (("sqlite", SQLITE_FILTERS), ("postgresql", POSTGRES_FILTERS))
 }
 
-_VECTORS_SQL = text(
-    """
+_VECTORS_SQL = (
+    text(
+        """
 SELECT e.document_id, e.chunk_id, e.dims, e.vector
 FROM kb_embeddings AS e
 JOIN kb_chunks AS c ON c.id = e.chunk_id
@@ -157,10 +158,13 @@ WHERE e.workspace_id = :workspace_id AND d.workspace_id = :workspace_id
     AND e.document_id IN :documents AND e.model = :model AND c.version = d.index_version
 ORDER BY e.document_id, c.position
 """
-).bindparams(
-    bindparam("workspace_id", type_=Uuid()),
-    bindparam("documents", type_=Uuid(), expanding=True),
-).columns(document_id=Uuid())
+    )
+    .bindparams(
+        bindparam("workspace_id", type_=Uuid()),
+        bindparam("documents", type_=Uuid(), expanding=True),
+    )
+    .columns(document_id=Uuid())
+)
 
 _HITS_SQL = (
     text(
