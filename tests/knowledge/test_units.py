@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import uuid
 
+import httpx
+import numpy as np
 import pytest
 
 from app.core.errors import ValidationFailedError
-from app.knowledge import parsing, search
+from app.knowledge import parsing, retrieval, search, vectors
 from app.knowledge.chunking import chunk
 from app.knowledge.grounding import (
     CITING_PROMPT,
@@ -21,6 +23,11 @@ from app.knowledge.grounding import (
 from app.knowledge.limits import check_overrides, limits_of
 from app.knowledge.parsing import Parsed
 from app.knowledge.schemas import KnowledgeSettings
+from app.llm import embeddings
+from app.llm.base import LLMNotConfiguredError
+from app.llm.providers.echo import EchoProvider
+from app.llm.resilience import BreakerBoard, ResilientProvider, RetryPolicy, Target
+from app.llm.types import EmbeddingRequest
 from tests.conftest import make_settings
 
 
@@ -186,3 +193,73 @@ def test_a_project_s_limits_may_lower_the_deployment_s_but_not_raise_them() -> N
     with pytest.raises(ValidationFailedError) as refused:
         check_overrides(settings, KnowledgeSettings(max_pages=101))
     assert refused.value.details[0]["field"] == "knowledge.max_pages"
+
+
+def test_reciprocal_rank_fusion_rewards_agreement() -> None:
+    a, b, c, d = (_hit(n, 1.0) for n in "abcd")
+    fused = vectors.fuse([[a, b, c], [c, d, a]], limit=3)
+    assert [(hit.text, ranks) for hit, ranks in fused] == [
+        ("a", [1, 3]),  # 1/61 + 1/63
+        ("c", [3, 1]),  # the same sum: the first ranking's order breaks the tie
+        ("b", [2, None]),
+    ]
+    assert fused[0][0].score == pytest.approx(1 / 61 + 1 / 63)
+    assert vectors.fuse([[], []], limit=5) == []
+
+
+def test_vectors_keep_their_values_in_bytes_and_unit_length() -> None:
+    vector = embeddings.unit(np.asarray([3.0, 4.0], dtype=np.float32))
+    assert vector.tolist() == pytest.approx([0.6, 0.8])
+    assert vectors.decode(vectors.encode(vector), 2).tolist() == vector.tolist()
+    assert embeddings.unit(np.zeros(3, dtype=np.float32)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_the_vector_cache_keeps_the_recently_used_blocks_within_its_size() -> None:
+    def block(rows: int) -> vectors._Block:
+        return vectors._Block(np.arange(rows, dtype=np.int64), np.ones((rows, 4), dtype=np.float32))
+
+    one = block(10).nbytes  # 10 ids of 8 bytes and 10 x 4 floats of 4: 240
+    cache = vectors.VectorCache(max_bytes=2 * one)
+    cache.put(("a",), block(10))
+    cache.put(("b",), block(10))
+    assert cache.get(("a",)) is not None  # now the most recent
+    cache.put(("c",), block(10))
+    assert cache.get(("b",)) is None and cache.get(("a",)) and cache.get(("c",))
+    assert cache.size == 2 * one
+    cache.put(("huge",), block(100))  # larger than the whole cache: not kept
+    assert cache.get(("huge",)) is None and cache.size == 2 * one
+
+
+def test_an_embedder_exists_only_with_a_base_url() -> None:
+    client = httpx.AsyncClient()
+    assert embeddings.build_embedder(make_settings("sqlite://"), client) is None
+    embedder = embeddings.build_embedder(
+        make_settings(
+            "sqlite://",
+            EMBEDDINGS_BASE_URL="http://embed.test/v1",
+            EMBEDDINGS_MODEL="m",
+            EMBEDDINGS_QUERY_TIMEOUT_SECONDS=2.5,
+        ),
+        client,
+    )
+    assert embedder is not None and embedder.model == "m"
+    assert embedder.query_policy.total_timeout == 2.5
+
+
+async def test_a_provider_that_cannot_embed_is_not_configured_for_it() -> None:
+    resilient = ResilientProvider(
+        [Target(EchoProvider(), "echo")], RetryPolicy(), BreakerBoard(threshold=5, cooldown=1)
+    )
+    with pytest.raises(LLMNotConfiguredError):
+        await resilient.embed(EmbeddingRequest("echo", ("text",)))
+
+
+def test_the_search_method_defaults_to_hybrid_with_embeddings() -> None:
+    assert retrieval.method_of(None, None) == "keyword"
+    assert retrieval.method_of("keyword", object()) == "keyword"  # type: ignore[arg-type]
+    assert retrieval.method_of(None, object()) == "hybrid"  # type: ignore[arg-type]
+    retrieval.check_method("keyword", False, "search_method")
+    retrieval.check_method(None, False, "search_method")
+    with pytest.raises(ValidationFailedError) as raised:
+        retrieval.check_method("semantic", False, "knowledge.search_method")
+    assert raised.value.code == "embeddings_not_configured"

@@ -19,7 +19,7 @@ from app.llm.base import (
 )
 from app.llm.providers.openai_compat import OpenAICompatibleProvider, _retry_after
 from app.llm.registry import build_registry
-from app.llm.types import CompletionRequest, LLMMessage, StreamChunk
+from app.llm.types import CompletionRequest, EmbeddingRequest, LLMMessage, StreamChunk
 from tests.fake_openai import Behaviour, FakeOpenAI
 
 REQUEST = CompletionRequest(
@@ -140,3 +140,63 @@ async def test_registry_builds_configured_providers() -> None:
     assert registry.model_for(openrouter, None) == "openai/gpt-4o-mini"
     with pytest.raises(LLMNotConfiguredError):
         registry.get("openai")
+
+
+EMBED = EmbeddingRequest(model="e", inputs=("kettle", "descaling the kettle"), dimensions=16)
+
+
+async def test_embed(provider: OpenAICompatibleProvider, upstream: FakeOpenAI) -> None:
+    embeddings = await provider.embed(EMBED)
+    assert [len(vector) for vector in embeddings.vectors] == [16, 16]
+    assert embeddings.model == "e" and embeddings.usage and embeddings.usage.prompt_tokens == 4
+    assert upstream.embedding_requests == [
+        {
+            "model": "e",
+            "input": ["kettle", "descaling the kettle"],
+            "encoding_format": "float",
+            "dimensions": 16,
+        }
+    ]
+
+
+def _embeddings_answer(body: object, status: int = 200) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/embeddings"
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"data": [{"index": 0, "embedding": [1.0]}]}, 200, LLMResponseError),  # one of two
+        (
+            {"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]},
+            200,
+            LLMResponseError,  # widths differ
+        ),
+        ({"data": [{"index": 0}, {"index": 1}]}, 200, LLMResponseError),
+        ({"object": "list"}, 200, LLMResponseError),
+        ({"error": {"message": "overloaded"}}, 200, LLMServerError),
+        ({"error": {"message": "slow down"}}, 429, LLMRateLimitError),
+        ({"error": {"message": "down"}}, 503, LLMServerError),
+    ],
+)
+async def test_embed_failures_are_typed(body: object, status: int, error: type[LLMError]) -> None:
+    async with httpx.AsyncClient(transport=_embeddings_answer(body, status)) as client:
+        provider = OpenAICompatibleProvider(
+            name="openai", base_url="http://x/v1", default_model="m", http_client=client
+        )
+        with pytest.raises(error):
+            await provider.embed(EMBED)
+
+
+async def test_embeddings_come_back_in_input_order() -> None:
+    body = {"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]}
+    async with httpx.AsyncClient(transport=_embeddings_answer(body)) as client:
+        provider = OpenAICompatibleProvider(
+            name="openai", base_url="http://x/v1", default_model="m", http_client=client
+        )
+        embeddings = await provider.embed(EMBED)
+    assert embeddings.vectors == ((1.0, 0.0), (0.0, 1.0))
