@@ -35,6 +35,14 @@ Figures:
 
 Postgres by default (a throwaway database `bench_<random>` on the server given); `sqlite`
 uses a file in the temporary directory.
+
+Semantic and hybrid search are measured too when an embedding model is given:
+`--embeddings-url URL --embeddings-model NAME` (any OpenAI-compatible `/embeddings`; the key in
+EMBEDDINGS_API_KEY), or `--embeddings fake`: the fake upstream of the tests (tests/fake_openai.py,
+hashed character trigrams: no model, no download; it measures the machinery, not a model's
+quality). The documents are then also waited for until every chunk is embedded
+(`embedded_seconds`), every query is asked by `keyword`, `semantic` and `hybrid`, and latency
+at scale is timed by `keyword` and `hybrid` (the vectors are copied with their chunks).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import argparse
 import asyncio
 import html
 import json
+import os
 import random
 import re
 import secrets
@@ -295,12 +304,39 @@ async def wait_indexed(api: Api, project: str, count: int, seconds: float) -> di
     return totals
 
 
-async def ask(api: Api, project: str, query: Query) -> tuple[list[dict[str, Any]], float]:
+async def ask(
+    api: Api, project: str, query: Query, method: str = "keyword"
+) -> tuple[list[dict[str, Any]], float]:
     started = time.perf_counter()
     found = await api.post(
-        f"/projects/{project}/knowledge/retrieve", json={"query": query.text, "top_k": TOP_K}
+        f"/projects/{project}/knowledge/retrieve",
+        json={"query": query.text, "top_k": TOP_K, "search_method": method},
     )
+    if found["search_method"] != method:  # the question could not be embedded
+        raise BenchError(f"asked {method}, searched {found['search_method']}")
     return list(found["records"]), (time.perf_counter() - started) * 1000
+
+
+async def wait_embedded(api: Api, project: str, seconds: float) -> int:
+    """Until every chunk of the project's documents has a vector; how many there are."""
+    deadline = time.monotonic() + seconds
+    while True:
+        chunks = embedded = 0
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+            page = await api.get(f"/projects/{project}/knowledge/documents", **params)
+            for document in page["items"]:
+                chunks += document["chunk_count"]
+                embedded += document["chunks_embedded"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        if embedded >= chunks:
+            return embedded
+        if time.monotonic() > deadline:
+            raise BenchError(f"embedding took over {seconds:g} s ({embedded} of {chunks})")
+        await asyncio.sleep(0.5)
 
 
 def quality(
@@ -364,6 +400,7 @@ async def copy_chunks(database_url: URL, source: str, target: str, chunks: int) 
                     await connection.execute(
                         _COPY_CHUNKS_PG if postgres else _COPY_CHUNKS_SQLITE, params
                     )
+                    await connection.execute(_COPY_EMBEDDINGS, params)
                     held += count
             if postgres:
                 await connection.execute(
@@ -372,7 +409,9 @@ async def copy_chunks(database_url: URL, source: str, target: str, chunks: int) 
                 await connection.execute(_TERMS, {"p": target})
                 # What autovacuum does within a minute of such a bulk insert; measured before
                 # it, a search may be planned on the statistics of a far smaller table.
-                await connection.execute(text("ANALYZE kb_chunks, kb_documents, kb_terms"))
+                await connection.execute(
+                    text("ANALYZE kb_chunks, kb_documents, kb_terms, kb_embeddings")
+                )
             return held
     finally:
         await engine.dispose()
@@ -381,7 +420,8 @@ async def copy_chunks(database_url: URL, source: str, target: str, chunks: int) 
 _DOCUMENT_COLUMNS = (
     "workspace_id, title, source, filename, source_url, mime_type, size_bytes, sha256, "
     "metadata, enabled, status, error_code, error_message, page_count, char_count, "
-    "chunk_count, index_version, indexed_at, created_by, created_at, updated_at"
+    "chunk_count, chunks_embedded, index_version, indexed_at, created_by, created_at, "
+    "updated_at"
 )
 _COPY_DOCUMENT = text(
     f"INSERT INTO kb_documents (id, project_id, {_DOCUMENT_COLUMNS}) "  # noqa: S608 - constants
@@ -400,6 +440,13 @@ _COPY_CHUNKS_SQLITE = text(
     f"INSERT INTO kb_chunks (public_id, project_id, document_id, {_CHUNK_COLUMNS}) "  # noqa: S608
     f"SELECT lower(hex(randomblob(16))), :target, :new, {_CHUNK_COLUMNS} FROM kb_chunks "
     "WHERE document_id = :old"
+)
+_COPY_EMBEDDINGS = text(
+    "INSERT INTO kb_embeddings (chunk_id, model, document_id, dims, vector, workspace_id) "
+    "SELECT n.id, e.model, n.document_id, e.dims, e.vector, e.workspace_id "
+    "FROM kb_chunks AS o JOIN kb_embeddings AS e ON e.chunk_id = o.id "
+    "JOIN kb_chunks AS n ON n.document_id = :new AND n.version = o.version "
+    "AND n.position = o.position WHERE o.document_id = :old"
 )
 _TERMS = text(
     "INSERT INTO kb_terms (project_id, term, workspace_id, chunks) "
@@ -454,8 +501,25 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "KNOWLEDGE_MAX_BYTES_PER_PROJECT": str(10**11),
         "LOG_LEVEL": "WARNING",
     }
+    methods = ["keyword"]
     processes = []
     try:
+        if args.embeddings == "fake":
+            fake_port = free_port()
+            fake = [
+                *(sys.executable, "-m", "uvicorn", "--factory", "--host", HOST),
+                *("--port", str(fake_port), "--no-access-log", "tests.fake_openai:create_app"),
+            ]
+            fake_env = {"PATH": env["PATH"], "FAKE_OPENAI_RECORD": "0"}
+            processes.append(await spawn("embeddings", fake, fake_env, workdir))
+            args.embeddings_url = f"http://{HOST}:{fake_port}/v1"
+        if args.embeddings_url:
+            env |= {
+                "EMBEDDINGS_BASE_URL": args.embeddings_url,
+                "EMBEDDINGS_MODEL": args.embeddings_model,
+                "EMBEDDINGS_API_KEY": os.environ.get("EMBEDDINGS_API_KEY", ""),
+            }
+            methods += ["semantic", "hybrid"]
         migrate = await spawn(
             "alembic", [sys.executable, "-m", "alembic", "upgrade", "head"], env, workdir
         )
@@ -471,6 +535,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         timeout = httpx.Timeout(120.0)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
             await wait_ready(client, f"{url}/ready", api_process, "api", 60)
+            if args.embeddings == "fake":
+                fake_url = args.embeddings_url.removesuffix("/v1")
+                await wait_ready(client, f"{fake_url}/_control/requests", processes[0], "fake", 60)
             api = Api(url, client, await sign_up(client, url))
             projects = {}
             for name in ("html", "pdf", "scale"):
@@ -491,22 +558,35 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 totals["uploaded_seconds"] = round(uploaded, 1)  # all 202s by then
                 if kind == "pdf":
                     totals["pages_per_second"] = round(totals["pages"] / seconds, 1)
+                if len(methods) > 1:
+                    await wait_embedded(api, projects[kind], args.timeout)
+                    totals["embedded_seconds"] = round(time.perf_counter() - began, 1)
                 indexing[kind] = totals
 
             figures: dict[str, Any] = {}
-            for kind in ("html", "pdf"):
-                log(f"{len(queries)} queries on the {kind.upper()} project")
-                results = [(await ask(api, projects[kind], q))[0] for q in queries]
-                figures[kind] = quality(results, queries, ids[kind], paged=kind == "pdf")
+            for method in methods:
+                for kind in ("html", "pdf"):
+                    log(f"{len(queries)} {method} queries on the {kind.upper()} project")
+                    results = [(await ask(api, projects[kind], q, method))[0] for q in queries]
+                    figures[f"{kind} {method}"] = quality(
+                        results, queries, ids[kind], paged=kind == "pdf"
+                    )
 
             latency: dict[str, Any] = {}
             for scale in SCALES:
                 held = await copy_chunks(database_url, projects["pdf"], projects["scale"], scale)
-                log(f"latency at {held:,} chunks")
-                for query in queries[:20]:  # warm-up
-                    await ask(api, projects["scale"], query)
-                times = [(await ask(api, projects["scale"], q))[1] for q in queries]
-                latency[str(scale)] = {"chunks": held, **summary(times)}
+                for method in methods:
+                    if method == "semantic":
+                        continue  # hybrid runs it, and keyword search beside it
+                    log(f"{method} latency at {held:,} chunks")
+                    for query in queries[:20]:  # warm-up (and, by meaning, the vector cache)
+                        await ask(api, projects["scale"], query, method)
+                    times = [(await ask(api, projects["scale"], q, method))[1] for q in queries]
+                    latency[f"{scale} {method}"] = {
+                        "chunks": held,
+                        "method": method,
+                        **summary(times),
+                    }
     finally:
         for process in reversed(processes):
             await stop(process)
@@ -524,6 +604,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "sections": sections,
             "queries": len(queries),
             "seed": args.seed,
+            "embeddings": args.embeddings_url and f"{args.embeddings_model} ({args.embeddings})",
         },
         "indexing": indexing,
         "quality": figures,
@@ -543,28 +624,28 @@ def print_report(result: dict[str, Any]) -> None:
         f"Corpus: {corpus['documents']} documents, {corpus['sections']} sections of "
         f"{corpus['source']}; {corpus['queries']} queries (seed {corpus['seed']}).\n"
     )
-    print("| format | documents | ready | chunks | pages | seconds | pages/s |")
-    print("| --- | --: | --: | --: | --: | --: | --: |")
+    if corpus["embeddings"]:
+        print(f"Embeddings: {corpus['embeddings']}.\n")
+    print("| format | documents | ready | chunks | pages | seconds | pages/s | embedded s |")
+    print("| --- | --: | --: | --: | --: | --: | --: | --: |")
     for kind in ("html", "pdf"):
         i = indexing[kind]
         print(
             f"| {kind.upper()} | {i['documents']} | {i['ready']} | {i['chunks']} | "
-            f"{i['pages'] or ''} | {i['seconds']} | {i.get('pages_per_second', '')} |"
+            f"{i['pages'] or ''} | {i['seconds']} | {i.get('pages_per_second', '')} | "
+            f"{i.get('embedded_seconds', '')} |"
         )
-    print("\n| format | recall@1 | recall@5 | recall@10 | MRR@10 | page accuracy |")
+    print("\n| format, method | recall@1 | recall@5 | recall@10 | MRR@10 | page accuracy |")
     print("| --- | --: | --: | --: | --: | --: |")
-    for kind in ("html", "pdf"):
-        q = result["quality"][kind]
+    for name, q in result["quality"].items():
         print(
-            f"| {kind.upper()} | {q['recall@1']} | {q['recall@5']} | {q['recall@10']} | "
+            f"| {name.upper()} | {q['recall@1']} | {q['recall@5']} | {q['recall@10']} | "
             f"{q['mrr@10']} | {q.get('page_accuracy', '')} |"
         )
-    print("\n| chunks | p50 ms | p95 ms | mean ms |")
-    print("| --: | --: | --: | --: |")
-    for figures in result["latency_ms"].values():
-        print(
-            f"| {figures['chunks']:,} | {figures['p50']} | {figures['p95']} | {figures['mean']} |"
-        )
+    print("\n| chunks | method | p50 ms | p95 ms | mean ms |")
+    print("| --: | --- | --: | --: | --: |")
+    for f in result["latency_ms"].values():
+        print(f"| {f['chunks']:,} | {f['method']} | {f['p50']} | {f['p95']} | {f['mean']} |")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -586,6 +667,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--timeout", type=float, default=3000.0, help="overall limit, seconds")
     add("--json", action="store_true")
     add("--keep-database", action="store_true", help="Postgres: leave it for a look")
+    add("--embeddings-url", help="an OpenAI-compatible /embeddings base URL (semantic, hybrid)")
+    add("--embeddings-model", default="text-embedding-3-small")
+    add(
+        "--embeddings",
+        choices=("none", "fake"),
+        default="none",
+        help="`fake`: start the tests' fake upstream and embed with it (hashed trigrams)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.queries <= 5000:
         parser.error("--queries must be 1..5000")
