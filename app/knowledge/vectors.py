@@ -59,8 +59,8 @@ SELECT n.id, e.model, n.document_id, e.dims, e.vector, n.workspace_id
 FROM kb_chunks AS n
 JOIN kb_embeddings AS e ON e.chunk_id = (
     SELECT o.id FROM kb_chunks AS o JOIN kb_embeddings AS x ON x.chunk_id = o.id
-    WHERE o.document_id = n.document_id AND o.content_hash = n.content_hash
-        AND o.version <> n.version AND x.model = :model
+    WHERE o.workspace_id = n.workspace_id AND o.document_id = n.document_id
+        AND o.content_hash = n.content_hash AND o.version <> n.version AND x.model = :model
     ORDER BY o.id LIMIT 1
 ) AND e.model = :model
 WHERE n.workspace_id = :workspace_id AND n.document_id = :document_id
