@@ -40,7 +40,9 @@ from app.core.errors import (
     NotFoundError,
     UpstreamError,
     ValidationFailedError,
+    check_project_reach,
     field_error,
+    project_not_found,
 )
 from app.core.ratelimit import RateLimits, Rule
 from app.events.recorder import wake_relay
@@ -77,10 +79,6 @@ class _PreparedTurn(ChatTurn):
 
 def session_not_found() -> NotFoundError:
     return NotFoundError("Chat session not found.", code="session_not_found")
-
-
-def project_not_found() -> NotFoundError:
-    return NotFoundError("Project not found.", code="project_not_found")
 
 
 def audience_of(principal: Principal) -> Audience:
@@ -226,8 +224,7 @@ class ChatService:
         """Store the message and a pending reply. Turns of one session take turns: while
         another turn's reply is being generated, this one waits (polling, no transaction
         held) up to SESSION_TURN_WAIT_SECONDS, then answers 409 `session_busy`."""
-        if self.audience.project_id not in (None, data.project_id):
-            raise project_not_found()
+        check_project_reach(self.audience.project_id, data.project_id)
         reply_id = uuid.uuid4()
         question = grounding.Question(data.message)
         if self.registry.embedder is not None:  # embedded before the turn's transaction

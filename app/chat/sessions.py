@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import Principal
 from app.chat.repository import MessageRepository, SessionRepository
-from app.chat.service import audience_of, message_not_found, project_not_found, session_not_found
-from app.core.errors import ConflictError
+from app.chat.service import audience_of, message_not_found, session_not_found
+from app.core.errors import ConflictError, check_project_reach
 from app.core.pagination import PageParams
 from app.events.recorder import next_sequence, record
 from app.models import ChatMessage, ChatSession, MessageRole, MessageStatus
@@ -30,8 +30,7 @@ class SessionService:
         self, project_id: uuid.UUID, params: PageParams, *, end_user_id: str | None = None
     ) -> tuple[list[ChatSession], str | None]:
         """The project's sessions, most recently active first (optionally one end user's)."""
-        if self.audience.project_id not in (None, project_id):
-            raise project_not_found()
+        check_project_reach(self.audience.project_id, project_id)
         await self.projects.get(project_id)
         return await self.sessions.list_page(project_id, params, end_user_id=end_user_id)
 

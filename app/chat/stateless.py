@@ -16,10 +16,10 @@ from app.auth.dependencies import Principal
 from app.chat.errors import classify, upstream_error
 from app.chat.limits import admit_turn
 from app.chat.planning import ReplyPlan, plan_llm_reply, plan_without_llm
-from app.chat.service import check_message, project_not_found
+from app.chat.service import check_message
 from app.chat.streaming import llm_call_fields
 from app.core.config import Settings
-from app.core.errors import field_error
+from app.core.errors import field_error, project_not_found
 from app.core.ratelimit import RateLimits, Rule
 from app.knowledge import grounding
 from app.llm.base import LLMError

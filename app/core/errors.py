@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -46,6 +47,17 @@ class NotFoundError(AppError):
     status_code = 404
     code = "not_found"
     message = "The resource was not found."
+
+
+def project_not_found() -> NotFoundError:
+    return NotFoundError("Project not found.", code="project_not_found")
+
+
+def check_project_reach(reach: uuid.UUID | None, project_id: uuid.UUID) -> None:
+    """`reach`: the one project an API key may use (None: a user, bound by the workspace).
+    Any other project is not found, as if it did not exist: a key is never told of others."""
+    if reach is not None and reach != project_id:
+        raise project_not_found()
 
 
 class ConflictError(AppError):

@@ -18,7 +18,7 @@ from app.auth.dependencies import (
 )
 from app.core.db import SessionDep, SessionmakerDep
 from app.core.dependencies import SettingsDep
-from app.core.errors import ConflictError, NotFoundError, error_responses
+from app.core.errors import ConflictError, NotFoundError, check_project_reach, error_responses
 from app.core.pagination import Page, PageParamsDep
 from app.events.envelope import envelope
 from app.events.feed import parse_position, read_events, stream_events
@@ -144,8 +144,7 @@ TypesQuery = Annotated[
 
 
 async def _check_project(session: SessionDep, caller: Principal, project_id: uuid.UUID) -> None:
-    if caller.project_id not in (None, project_id):  # an API key reaches its own project only
-        raise NotFoundError("Project not found.", code="project_not_found")
+    check_project_reach(caller.project_id, project_id)
     await ProjectService(session, caller.workspace_id).get(project_id)
 
 

@@ -17,7 +17,12 @@ from starlette.datastructures import UploadFile
 from app.auth.dependencies import CurrentPrincipal, Principal, RequireAdmin, require_scope
 from app.core.db import SessionDep
 from app.core.dependencies import LLMRegistryDep, SettingsDep
-from app.core.errors import AppError, NotFoundError, error_responses, field_error
+from app.core.errors import (
+    AppError,
+    check_project_reach,
+    error_responses,
+    field_error,
+)
 from app.core.pagination import Page, PageParamsDep
 from app.knowledge.indexing import read_parts
 from app.knowledge.retrieval import check_method
@@ -319,8 +324,7 @@ async def retrieve(
     rank); by default the project's, else `hybrid` with an embedding model and `keyword`
     without. `filters` keeps to some documents, or to those whose metadata has given values.
     Any member, or the project's own API key with the `knowledge:read` scope."""
-    if caller.project_id not in (None, project_id):  # a key reaches its own project only
-        raise NotFoundError("Project not found.", code="project_not_found")
+    check_project_reach(caller.project_id, project_id)
     check_method(body.search_method, registry.embedder is not None, "search_method")
     knowledge = KnowledgeService(session, caller.workspace_id, settings)
     method, found = await knowledge.retrieve(

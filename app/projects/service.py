@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import ConflictError, NotFoundError
+from app.core.errors import ConflictError, project_not_found
 from app.core.pagination import PageParams
 from app.core.patching import apply_patch
 from app.models import Project
@@ -55,7 +55,7 @@ class ProjectService:
         """The project, or 404 if it does not exist in this workspace."""
         project = await self.projects.get(project_id)
         if project is None:
-            raise NotFoundError("Project not found.", code="project_not_found")
+            raise project_not_found()
         return project
 
     async def update(self, project_id: uuid.UUID, data: ProjectUpdate) -> Project:
