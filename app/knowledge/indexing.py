@@ -53,6 +53,8 @@ from app.models import (
 
 logger = logging.getLogger("app.knowledge")
 EMBED_KIND = "knowledge.embed"
+FAILED = "The document could not be indexed; retry it."
+STOPPED = "Indexing stopped unexpectedly on every attempt; retry it."
 
 
 def index_job(
@@ -63,19 +65,18 @@ def index_job(
     async def index(job: JobRun) -> None:
         document_id = uuid.UUID(job.payload["document_id"])
         assert job.workspace_id is not None  # noqa: S101 - enqueued with the document's
+        if job.attempt > job.max_attempts:
+            # Claimed again after its last attempt's worker died mid-way (killed, out of
+            # memory): the document fails instead of staying `indexing`, or looping.
+            await _fail(maker, job.workspace_id, document_id, "server_error", STOPPED)
+            return
         try:
             await _index(settings, maker, client, job.workspace_id, document_id)
         except ParseError as exc:
             await _fail(maker, job.workspace_id, document_id, exc.code, exc.message)
         except Exception:
             if job.attempt >= job.max_attempts:
-                await _fail(
-                    maker,
-                    job.workspace_id,
-                    document_id,
-                    "server_error",
-                    "The document could not be indexed; retry it.",
-                )
+                await _fail(maker, job.workspace_id, document_id, "server_error", FAILED)
             raise
 
     return JobKind(index)
@@ -230,6 +231,9 @@ def embed_job(
         assert job.workspace_id is not None  # noqa: S101 - enqueued with the document's
         document_id = uuid.UUID(job.payload["document_id"])
         version = int(job.payload["version"])
+        if job.attempt > job.max_attempts:  # its last attempt's worker died: give up
+            logger.warning("embedding given up document_id=%s", document_id)
+            return
         for _ in range(settings.KNOWLEDGE_MAX_CHARS // embedder.batch_size + 2):  # bounded
             async with maker() as db:
                 document = await _document(db, job.workspace_id, document_id)

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import delete
 from starlette.datastructures import Headers, UploadFile
 
 from app.core.errors import (
@@ -17,9 +18,16 @@ from app.core.errors import (
     PayloadTooLargeError,
     ValidationFailedError,
 )
+from app.jobs.worker import JobRun
+from app.knowledge.indexing import STOPPED, index_job
 from app.knowledge.schemas import DocumentText, DocumentUpdate, DocumentUrl
-from app.knowledge.service import KnowledgeService, QuotaExceededError, UnsupportedFileError
-from app.models import DocumentStatus
+from app.knowledge.service import (
+    INDEX_KIND,
+    KnowledgeService,
+    QuotaExceededError,
+    UnsupportedFileError,
+)
+from app.models import DocumentStatus, Job
 from tests import factories
 
 
@@ -87,3 +95,28 @@ def _page() -> object:
     from app.core.pagination import PageParams
 
     return PageParams(limit=20, cursor=None)
+
+
+async def test_a_job_claimed_again_after_its_last_attempt_fails_the_document(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A worker killed during the last attempt leaves the job's lease to run out; claimed
+    again, past its attempts, it fails the document instead of leaving it `indexing`."""
+    owner = await factories.account(client)
+    pid = uuid.UUID((await factories.create_project(client, owner))["id"])
+    workspace = await _workspace(client, owner)
+    settings = app.state.settings
+    maker = app.state.sessionmaker
+    async with maker() as db, db.begin():
+        document = await KnowledgeService(db, workspace, settings).create_text(
+            pid, DocumentText(title="Hours", text="Open at nine."), None
+        )
+        document.status = DocumentStatus.INDEXING  # as the dead worker left it
+        await db.execute(delete(Job).where(Job.kind == INDEX_KIND))  # no worker here takes it
+    handler = index_job(settings, maker, httpx.AsyncClient()).handler
+    run = JobRun(uuid.uuid4(), INDEX_KIND, {"document_id": str(document.id)}, 4, 3, workspace)
+    await handler(run)
+    async with maker() as db:
+        failed = await KnowledgeService(db, workspace, settings).get(pid, document.id)
+    assert (failed.status, failed.error_code) == ("failed", "server_error")
+    assert failed.error_message == STOPPED
