@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.channels import contact_message
 from app.channels.contact_message import Duplicate
+from app.channels.outbound import add_event, add_message
 from app.channels.providers.base import Inbound, InboundMessage
 from app.channels.statuses import apply_status
 from app.chat.events import message_created, session_created
-from app.chat.repository import SessionRepository
 from app.chat.service import title_from_message
 from app.conversations import commands
 from app.conversations.bot import queue_reply
@@ -37,7 +37,6 @@ from app.conversations.transitions import DEVICE, Action, Actor, apply
 from app.core.db import autocommit_session, engine_of
 from app.core.driver import transaction
 from app.core.types import utcnow
-from app.events.recorder import mark_recorded
 from app.models import (
     Author,
     Channel,
@@ -48,7 +47,6 @@ from app.models import (
     ConversationStatus,
     Event,
     MessageRole,
-    MessageStatus,
     Mode,
 )
 
@@ -299,24 +297,7 @@ async def _add_message(
     role: MessageRole = MessageRole.USER,
     author: Author = Author.CONTACT,
 ) -> ChatMessage:
-    now = utcnow()
-    seq, event_seq = await SessionRepository(db, conversation.workspace_id).reserve_seqs(
-        conversation.chat_session_id, 1, now
-    )
-    stored = ChatMessage(
-        id=uuid.uuid4(),
-        workspace_id=conversation.workspace_id,
-        chat_session_id=conversation.chat_session_id,
-        seq=seq,
-        role=role,
-        content=message.text,
-        status=MessageStatus.COMPLETE,
-        created_at=now,
-        completed_at=now,
-        event_seq=event_seq,
-        author_type=author,
-    )
-    db.add(stored)
+    stored = await add_message(db, conversation, message.text, role=role, author=author)
     row = message_created(
         conversation.workspace_id,
         conversation.project_id,
@@ -324,10 +305,7 @@ async def _add_message(
         end_user_id=f"whatsapp:{conversation.contact_id}",
         include_content=include_content,
     )
-    row["data"]["author"] = author.value
-    db.add(Event(**row))
-    mark_recorded(db)
-    await db.flush()
+    await add_event(db, row, author)
     return stored
 
 

@@ -76,6 +76,51 @@ async def store_reply(
     """Store an assistant message in the conversation's session (with its event) and, if
     `send`, queue it to the contact. The bot's replies get `reply.completed`/`reply.failed`;
     everyone else's `message.created`."""
+    message = await add_message(
+        db,
+        conversation,
+        text,
+        role=MessageRole.ASSISTANT,
+        author=author,
+        author_user_id=author_user_id,
+        status=status,
+        **fields,
+    )
+    if author == Author.BOT:
+        values = {"status": status, "content": text, **fields}
+        row = reply_finished(
+            conversation.workspace_id,
+            conversation.project_id,
+            message,
+            values,
+            include_content=include_content,
+        )
+    else:
+        row = message_created(
+            conversation.workspace_id,
+            conversation.project_id,
+            message,
+            end_user_id=None,
+            include_content=include_content,
+        )
+    await add_event(db, row, author)
+    if send:
+        await queue_parts(db, conversation, message, text)
+    return message
+
+
+async def add_message(
+    db: AsyncSession,
+    conversation: Conversation,
+    text: str,
+    *,
+    role: MessageRole,
+    author: Author,
+    author_user_id: uuid.UUID | None = None,
+    status: MessageStatus = MessageStatus.COMPLETE,
+    **fields: Any,
+) -> ChatMessage:
+    """A message added at the end of the conversation's session (its positions reserved)."""
     now = utcnow()
     sessions = SessionRepository(db, conversation.workspace_id)
     seq, event_seq = await sessions.reserve_seqs(conversation.chat_session_id, 1, now)
@@ -84,7 +129,7 @@ async def store_reply(
         workspace_id=conversation.workspace_id,
         chat_session_id=conversation.chat_session_id,
         seq=seq,
-        role=MessageRole.ASSISTANT,
+        role=role,
         content=text,
         status=status,
         created_at=now,
@@ -95,31 +140,16 @@ async def store_reply(
         **fields,
     )
     db.add(message)
-    if author == Author.BOT:
-        values = {"status": status, "content": text, **fields}
-        row = reply_finished(
-            conversation.workspace_id,
-            conversation.project_id,
-            message,
-            values,
-            include_content=include_content,
-        )
-        row["data"]["author"] = author.value
-    else:
-        row = message_created(
-            conversation.workspace_id,
-            conversation.project_id,
-            message,
-            end_user_id=None,
-            include_content=include_content,
-        )
-        row["data"]["author"] = author.value
+    return message
+
+
+async def add_event(db: AsyncSession, row: dict[str, Any], author: Author) -> None:
+    """A message's event (`row`), saying who wrote it; flushed with the message, before the
+    rows that refer to it."""
+    row["data"]["author"] = author.value
     db.add(Event(**row))
     mark_recorded(db)
-    await db.flush()  # the message before the rows that refer to it
-    if send:
-        await queue_parts(db, conversation, message, text)
-    return message
+    await db.flush()
 
 
 async def queue_parts(
