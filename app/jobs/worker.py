@@ -26,13 +26,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import Table, and_, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
 
-from app.core.db import autocommit_session
+from app.core.db import engine_of
 from app.core.metrics import Metrics
 from app.core.types import utcnow
 from app.jobs.periodic import Periodic, schedule_period
@@ -40,6 +39,7 @@ from app.jobs.stats import refresh_queue_metrics
 from app.models import Job
 
 logger = logging.getLogger("app.jobs")
+JOBS = cast(Table, Job.__table__)
 FINISH_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, None)
 
 
@@ -107,6 +107,7 @@ class Worker:
         self.backoff_cap = backoff_cap_seconds
         self.metrics = metrics
         self._running: set[asyncio.Task[None]] = set()
+        self._statements: dict[int, tuple[Any, Any]] = {}  # by limit: see _claim_statements
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -179,54 +180,73 @@ class Worker:
             return []
 
     def _due(self) -> Any:
-        now = utcnow()
-        older = aliased(Job)
+        """Due at `:now` (a bound parameter: the statements are built once per worker)."""
+        jobs = JOBS.c
+        now = bindparam("now", type_=jobs.run_at.type)
+        older = JOBS.alias("older").c
         waits_for_older = exists().where(
-            older.ordering_key == Job.ordering_key,
+            older.ordering_key == jobs.ordering_key,
             older.status.in_(("queued", "running")),
             or_(
-                older.created_at < Job.created_at,
-                and_(older.created_at == Job.created_at, older.id < Job.id),
+                older.created_at < jobs.created_at,
+                and_(older.created_at == jobs.created_at, older.id < jobs.id),
             ),
         )
         return (
             or_(
-                and_(Job.status == "queued", Job.run_at <= now),
-                and_(Job.status == "running", Job.locked_until < now),
+                and_(jobs.status == "queued", jobs.run_at <= now),
+                and_(jobs.status == "running", jobs.locked_until < now),
             ),
-            Job.kind.in_(list(self.kinds)),
-            or_(Job.ordering_key.is_(None), ~waits_for_older),
+            jobs.kind.in_(list(self.kinds)),
+            or_(jobs.ordering_key.is_(None), ~waits_for_older),
         )
+
+    def _claim_statements(self, limit: int) -> tuple[Any, Any]:
+        """(whether anything is due, the claim of up to `limit` due jobs): Core statements,
+        built once per limit, since building them (and their cache keys) for every claim cost
+        more than running them."""
+        found = self._statements.get(limit)
+        if found is None:
+            jobs = JOBS.c
+            due = (
+                select(jobs.id)
+                .where(*self._due())
+                .order_by(jobs.run_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            claim = (
+                update(JOBS)
+                .where(jobs.id.in_(due.scalar_subquery()))
+                .values(
+                    status="running",
+                    locked_by=self.name,
+                    locked_until=bindparam("until", type_=jobs.locked_until.type),
+                    attempts=jobs.attempts + 1,
+                )
+                .returning(
+                    jobs.id,
+                    jobs.kind,
+                    jobs.payload,
+                    jobs.attempts,
+                    jobs.max_attempts,
+                    jobs.workspace_id,
+                )
+            )
+            found = self._statements[limit] = (select(jobs.id).where(*self._due()).limit(1), claim)
+        return found
 
     async def claim(self, limit: int) -> list[JobRun]:
         """Lease up to `limit` due jobs. An idle poll is one read; only due work is written."""
-        async with autocommit_session(self.maker) as db:
-            if (await db.execute(select(Job.id).where(*self._due()).limit(1))).first() is None:
+        peek, claim = self._claim_statements(limit)
+        engine = engine_of(self.maker)
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            if (await autocommit.execute(peek, {"now": utcnow()})).first() is None:
                 return []
         now = utcnow()
-        due = (
-            select(Job.id)
-            .where(*self._due())
-            .order_by(Job.run_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(Job)
-            .where(Job.id.in_(due.scalar_subquery()))
-            .values(
-                status="running",
-                locked_by=self.name,
-                locked_until=now + self.lease,
-                attempts=Job.attempts + 1,
-            )
-            .returning(
-                Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.workspace_id
-            )
-        )
-        async with self.maker() as db:
-            rows = (await db.execute(statement)).all()
-            await db.commit()
+        async with engine.begin() as connection:
+            rows = (await connection.execute(claim, {"now": now, "until": now + self.lease})).all()
         return [JobRun(*row) for row in rows]
 
     async def _execute(self, job: JobRun) -> None:

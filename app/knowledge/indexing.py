@@ -22,9 +22,10 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import httpx
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,6 +56,7 @@ logger = logging.getLogger("app.knowledge")
 EMBED_KIND = "knowledge.embed"
 FAILED = "The document could not be indexed; retry it."
 STOPPED = "Indexing stopped unexpectedly on every attempt; retry it."
+CHUNKS = cast(Table, KnowledgeChunk.__table__)
 
 
 def index_job(
@@ -89,28 +91,28 @@ async def _index(
     workspace_id: uuid.UUID,
     document_id: uuid.UUID,
 ) -> None:
-    async with transaction(maker) as db:
-        document = await _document(db, workspace_id, document_id)
-        if document is None or document.status not in (
-            DocumentStatus.QUEUED,
-            DocumentStatus.INDEXING,
-        ):
-            return  # deleted, or indexed already
-        document.status = DocumentStatus.INDEXING
-        mime_type, source_url = document.mime_type, document.source_url
-        knowledge = await db.scalar(
-            select(Project.knowledge).where(
-                Project.workspace_id == workspace_id, Project.id == document.project_id
-            )
-        )
-        limits = limits_of(settings, knowledge)
     with tempfile.TemporaryDirectory(prefix="kb-") as directory:
         path = Path(directory) / "document"
+        async with transaction(maker) as db:
+            document = await _document(db, workspace_id, document_id)
+            if document is None or document.status not in (
+                DocumentStatus.QUEUED,
+                DocumentStatus.INDEXING,
+            ):
+                return  # deleted, or indexed already
+            document.status = DocumentStatus.INDEXING
+            mime_type, source_url = document.mime_type, document.source_url
+            knowledge = await db.scalar(
+                select(Project.knowledge).where(
+                    Project.workspace_id == workspace_id, Project.id == document.project_id
+                )
+            )
+            limits = limits_of(settings, knowledge)
+            if source_url is None:  # the stored bytes, in the same transaction
+                await _write_file(db, workspace_id, document_id, path)
         if source_url is not None:  # fetched now, and kept like an upload
             mime_type = await _download(client, source_url, path, limits.max_file_bytes)
             await _store_file(maker, workspace_id, document_id, path, mime_type)
-        else:
-            await _write_file(maker, workspace_id, document_id, path)
         parsed = await parse_in_child(
             path,
             mime_type,
@@ -154,9 +156,9 @@ async def _swap(
     condition = (KnowledgeChunk.workspace_id == workspace_id) & (
         KnowledgeChunk.document_id == document_id
     )
-    if chunks:
+    if chunks:  # Core's executemany: the ORM's bulk insert costs more than the database does
         await db.execute(
-            insert(KnowledgeChunk),
+            insert(CHUNKS),
             [
                 {
                     "public_id": uuid.uuid4(),
@@ -380,15 +382,28 @@ async def _store_file(
 
 
 async def _write_file(
-    maker: async_sessionmaker[AsyncSession],
-    workspace_id: uuid.UUID,
-    document_id: uuid.UUID,
-    path: Path,
+    db: AsyncSession, workspace_id: uuid.UUID, document_id: uuid.UUID, path: Path
 ) -> None:
     """The document's bytes into `path`, a part (at most 1 MiB) at a time."""
     with path.open("wb") as out:
-        async for content in read_parts(maker, workspace_id, document_id):
+        async for content in _parts(db, workspace_id, document_id):
             out.write(content)
+
+
+async def _parts(
+    db: AsyncSession, workspace_id: uuid.UUID, document_id: uuid.UUID
+) -> AsyncIterator[bytes]:
+    result = await db.stream(
+        select(KnowledgeFilePart.content)
+        .where(
+            KnowledgeFilePart.workspace_id == workspace_id,
+            KnowledgeFilePart.document_id == document_id,
+        )
+        .order_by(KnowledgeFilePart.part)
+        .execution_options(yield_per=1)
+    )
+    async for (content,) in result:
+        yield content
 
 
 async def read_parts(
@@ -396,14 +411,5 @@ async def read_parts(
 ) -> AsyncIterator[bytes]:
     """The document's stored bytes, part by part (at most 1 MiB each in memory)."""
     async with maker() as db:
-        result = await db.stream(
-            select(KnowledgeFilePart.content)
-            .where(
-                KnowledgeFilePart.workspace_id == workspace_id,
-                KnowledgeFilePart.document_id == document_id,
-            )
-            .order_by(KnowledgeFilePart.part)
-            .execution_options(yield_per=1)
-        )
-        async for (content,) in result:
+        async for content in _parts(db, workspace_id, document_id):
             yield content

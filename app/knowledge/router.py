@@ -114,7 +114,7 @@ async def create_document(
 
     Files up to `KNOWLEDGE_MAX_FILE_BYTES` (413 `too_large` beyond); the type is read from the
     file's first bytes (415 `unsupported_file` if it is none of the five)."""
-    await knowledge.projects.get(project_id)  # 404 for another tenant's, before the body
+    await knowledge.project(project_id)  # 404 for another tenant's, before the body
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=4)

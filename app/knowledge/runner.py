@@ -25,7 +25,9 @@ from typing import Any
 from app.knowledge.parsing import Parsed, ParseError, parse
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["app.knowledge.runner"])
+# The parsers' imports too (parsing.py imports them lazily, so the API process never loads
+# them): in each child they cost more than the fork, 25 ms for PDFium and 180 for python-docx.
+_CONTEXT.set_forkserver_preload(["app.knowledge.runner", "pypdfium2", "selectolax.lexbor", "docx"])
 
 
 async def parse_in_child(

@@ -79,17 +79,22 @@ class KnowledgeService:
         self.settings = settings
         self.documents = DocumentRepository(session, workspace_id)
         self.projects = ProjectService(session, workspace_id)
-        self.limits = limits_of(settings, None)  # the project's, once `_project` read it
+        self.limits = limits_of(settings, None)  # the project's, once `project` read it
+        self._project_id: uuid.UUID | None = None  # the project `limits` are of
 
-    async def _project(self, project_id: uuid.UUID) -> None:
-        """404 unless the project is in the workspace; its limits apply from now on."""
+    async def project(self, project_id: uuid.UUID) -> None:
+        """404 unless the project is in the workspace; its limits apply from now on (read
+        once per request: the router checks it before the body, the service again)."""
+        if self._project_id == project_id:
+            return
         project = await self.projects.get(project_id)
         self.limits = limits_of(self.settings, project.knowledge)
+        self._project_id = project_id
 
     async def create_text(
         self, project_id: uuid.UUID, body: DocumentText, user_id: uuid.UUID | None
     ) -> KnowledgeDocument:
-        await self._project(project_id)
+        await self.project(project_id)
         data = body.text.encode()
         if len(data) > self.limits.max_file_bytes:
             raise self._too_large()
@@ -111,7 +116,7 @@ class KnowledgeService:
     ) -> KnowledgeDocument:
         """A document whose bytes its indexing job fetches; the URL is checked now (422
         `url_not_allowed`) and again at every connection."""
-        await self._project(project_id)
+        await self.project(project_id)
         await check_url(body.url, allow_private=self.settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS)
         await self._check_quota(project_id, 0)
         document = self._document(
@@ -132,7 +137,7 @@ class KnowledgeService:
     ) -> KnowledgeDocument:
         """Stream the upload into the database in parts of PART_BYTES (never whole in memory);
         the type is sniffed from its first bytes."""
-        await self._project(project_id)
+        await self.project(project_id)
         head, mime_type = await self._sniff(upload)
         used = await self._check_quota(project_id, upload.size or 0)
         filename = _filename(upload)
@@ -151,7 +156,7 @@ class KnowledgeService:
     ) -> KnowledgeDocument:
         """A new file for the document: indexed as its next version, which is swapped in
         when ready; until then retrieval keeps serving the current one."""
-        await self._project(project_id)
+        await self.project(project_id)
         document = await self.get(project_id, document_id)
         head, mime_type = await self._sniff(upload)
         used = await self._check_quota(project_id, upload.size or 0, replacing=document)

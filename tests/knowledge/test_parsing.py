@@ -16,8 +16,8 @@ from app.knowledge.parsing import ParseError
 from tests.knowledge import files
 
 
-def _write(tmp_path: Path, content: bytes) -> Path:
-    path = tmp_path / "document"
+def _write(tmp_path: Path, content: bytes, name: str = "document") -> Path:
+    path = tmp_path / name
     path.write_bytes(content)
     return path
 
@@ -109,9 +109,12 @@ async def test_a_parser_that_runs_out_of_time_or_memory_fails_its_file(tmp_path:
             path, parsing.PDF, max_pages=10, memory_mb=1024, timeout_seconds=0
         )
     assert slow.value.code == "invalid_file" and "longer than" in slow.value.message
+    # The parsers are imported in the forkserver, so the child is already mapped: a file
+    # needs more memory than that (900 pages, 2.7 MB of text) to run out of 24 MB.
+    big = _write(tmp_path, files.pdf(["word " * 600] * 450), "big.pdf")
     with pytest.raises(ParseError) as starved:
         await runner.parse_in_child(
-            path, parsing.PDF, max_pages=10, memory_mb=24, timeout_seconds=60
+            big, parsing.PDF, max_pages=1000, memory_mb=24, timeout_seconds=60
         )
     assert starved.value.code == "invalid_file"
     parsed = await runner.parse_in_child(
