@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import resource
 import sys
+from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,23 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 # The parsers' imports too (parsing.py imports them lazily, so the API process never loads
 # them): in each child they cost more than the fork, 25 ms for PDFium and 180 for python-docx.
 _CONTEXT.set_forkserver_preload(["app.knowledge.runner", "pypdfium2", "selectolax.lexbor", "docx"])
+PROCESS_NAME = "knowledge-parser"
+_preparation = spawn.get_preparation_data
+
+
+def _without_main(name: str) -> dict[str, Any]:
+    """What a new child is told to set up before it runs. multiprocessing has it import the
+    parent's `__main__` module again (to find the target, were it there): under `python -m
+    app.worker` that is the whole application, over a second per file. The parsers' target is
+    in this module, which the forkserver has imported already, so theirs is left out."""
+    data: dict[str, Any] = _preparation(name)
+    if name == PROCESS_NAME:
+        data.pop("init_main_from_name", None)
+        data.pop("init_main_from_path", None)
+    return data
+
+
+spawn.get_preparation_data = _without_main  # the forkserver's Popen looks it up at each start
 
 
 async def parse_in_child(
@@ -36,7 +54,10 @@ async def parse_in_child(
     """The parsed file; ParseError if it cannot be parsed, ran out of memory or time."""
     reader, writer = _CONTEXT.Pipe(duplex=False)
     process = _CONTEXT.Process(
-        target=_child, args=(str(path), mime_type, max_pages, memory_mb, writer), daemon=True
+        target=_child,
+        args=(str(path), mime_type, max_pages, memory_mb, writer),
+        name=PROCESS_NAME,
+        daemon=True,
     )
     try:
         await asyncio.to_thread(process.start)

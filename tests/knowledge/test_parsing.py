@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -121,3 +123,39 @@ async def test_a_parser_that_runs_out_of_time_or_memory_fails_its_file(tmp_path:
         path, parsing.PDF, max_pages=10, memory_mb=1024, timeout_seconds=60
     )
     assert len(parsed.pages) == 3
+
+
+MAIN_SCRIPT = """
+import asyncio, pathlib, sys
+sys.path.insert(0, {root!r})
+with open({marks!r}, "a") as marks:  # every import of this script leaves a line
+    marks.write("imported\\n")
+from app.knowledge.runner import parse_in_child
+
+async def parse_twice():
+    for _ in range(2):
+        parsed = await parse_in_child(
+            pathlib.Path({document!r}), "text/markdown",
+            max_pages=10, memory_mb=512, timeout_seconds=60,
+        )
+        print(parsed.pages[0])
+
+if __name__ == "__main__":
+    asyncio.run(parse_twice())
+"""
+
+
+def test_the_parser_child_does_not_run_the_parent_s_main_module_again(tmp_path: Path) -> None:
+    """multiprocessing would import the parent's `__main__` in each child: under
+    `python -m app.worker`, the whole application for every file."""
+    document = _write(tmp_path, b"# Hours\n\nOpen at nine.", "hours.md")
+    marks = tmp_path / "marks"
+    script = tmp_path / "main.py"
+    root = str(Path(__file__).resolve().parents[2])
+    script.write_text(MAIN_SCRIPT.format(root=root, marks=str(marks), document=str(document)))
+    done = subprocess.run(  # noqa: S603 - our interpreter, our script
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Open at nine.") == 2
+    assert marks.read_text() == "imported\n"  # the parent's import only
