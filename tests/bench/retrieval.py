@@ -22,9 +22,10 @@ Figures:
 - page accuracy: of the queries whose first hit (PDF) is correct, the share whose cited page
   range holds the page the sentence is on;
 - indexing throughput: PDF pages over the seconds from the first upload to the last document
-  ready (the worker in the API process, default settings; or, with `--separate-worker`, in
-  `python -m app.worker` beside it, as docker-compose runs them); when the last upload was
-  accepted is reported too (`uploaded_seconds`), since uploads and indexing share the cores;
+  ready (the worker in the API process, default settings; or, with `--separate-worker [N]`,
+  in N `python -m app.worker` processes beside it, as docker-compose runs them); when the
+  last upload was accepted is reported too (`uploaded_seconds`): uploads and indexing share
+  the cores;
 - retrieval latency p50/p95 (the whole `POST .../retrieve`, sequential) at 10,000 and 100,000
   chunks: the PDF project's chunks copied (documents and chunks, and on Postgres their term
   counts) into another project until it holds that many, then ANALYZE (as autovacuum would
@@ -534,9 +535,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             *("--no-access-log", "--loop", "uvloop", "--http", "httptools", "app.main:create_app"),
         ]
         processes.append(api_process := await spawn("api", command, env, workdir))
-        if args.separate_worker:
+        for n in range(args.separate_worker):
             worker = [sys.executable, "-m", "app.worker"]
-            processes.append(await spawn("worker", worker, env, workdir))
+            processes.append(await spawn(f"worker-{n}", worker, env, workdir))
         url = f"http://{HOST}:{port}"
         timeout = httpx.Timeout(120.0)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
@@ -676,8 +677,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--keep-database", action="store_true", help="Postgres: leave it for a look")
     add(
         "--separate-worker",
-        action="store_true",
-        help="index in `python -m app.worker` (WORKERS_IN_API=false), as docker-compose runs it",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="index in N `python -m app.worker` processes (default 1; WORKERS_IN_API=false), "
+        "as docker-compose runs them",
     )
     add("--embeddings-url", help="an OpenAI-compatible /embeddings base URL (semantic, hybrid)")
     add("--embeddings-model", default="text-embedding-3-small")
