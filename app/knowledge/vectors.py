@@ -243,24 +243,34 @@ async def semantic(
     statement = _DOCUMENTS[db.get_bind().dialect.name]
     found = await db.execute(statement, params | filter_params(db, filters))
     documents = [(row[0], int(row[1]), int(row[2])) for row in found]
-    blocks: list[_Block] = []
-    absent: dict[uuid.UUID, tuple[Any, ...]] = {}
-    for document_id, version, count in documents:
-        key = (document_id, version, count, model)
-        block = cache.get(key)
-        if block is None:
-            absent[document_id] = key
-        else:
-            blocks.append(block)
-    if absent:
-        for document_id, block in (await _load(db, workspace_id, list(absent), model)).items():
-            cache.put(absent[document_id], block)
-            blocks.append(block)
-    blocks = [b for b in blocks if b.matrix.shape[1] == question.shape[0]]
-    if not blocks:
+    # The project's documents as one matrix, kept while none of them changes; built from
+    # each document's block, so a change reloads only that document's vectors.
+    view_key = ("view", model, tuple(documents))
+    view = cache.get(view_key)
+    if view is None:
+        blocks: list[_Block] = []
+        absent: dict[uuid.UUID, tuple[Any, ...]] = {}
+        for document_id, version, count in documents:
+            key = (document_id, version, count, model)
+            block = cache.get(key)
+            if block is None:
+                absent[document_id] = key
+            else:
+                blocks.append(block)
+        if absent:
+            for document_id, block in (await _load(db, workspace_id, list(absent), model)).items():
+                cache.put(absent[document_id], block)
+                blocks.append(block)
+        blocks = [b for b in blocks if b.matrix.shape[1] == question.shape[0]]
+        if not blocks:
+            return []
+        view = _Block(
+            np.concatenate([b.ids for b in blocks]), np.vstack([b.matrix for b in blocks])
+        )
+        cache.put(view_key, view)
+    if view.matrix.shape[1] != question.shape[0]:
         return []
-    ids = np.concatenate([b.ids for b in blocks])
-    scores = np.concatenate([b.matrix @ question for b in blocks])
+    ids, scores = view.ids, view.matrix @ question
     take = min(len(ids), limit)
     best = np.argpartition(-scores, take - 1)[:take]
     best = best[np.argsort(-scores[best], kind="stable")]
