@@ -9,7 +9,8 @@ completion: retries with backoff, a circuit breaker, one deadline).
   the rest are embedded by the `knowledge.embed` job afterwards, while keyword search already
   serves the new version.
 - Search is exact: the question's vector against every vector of the project's enabled
-  documents, in numpy. Each process keeps the vectors of each document version it read, up to
+  documents, in numpy. Each process keeps the vectors of each document version it read (and
+  each project's as one matrix while its documents are unchanged), up to
   KNOWLEDGE_VECTOR_CACHE_MB; the documents themselves (which are enabled, which version, how
   many chunks are embedded, the filters) are read on every search, so the cache can only be
   stale in what it no longer needs.
