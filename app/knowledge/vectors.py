@@ -93,25 +93,14 @@ async def reuse(
     db: AsyncSession, workspace_id: uuid.UUID, document_id: uuid.UUID, version: int, model: str
 ) -> int:
     """Copy the vectors of unchanged chunks to `version`; how many chunks of it have one."""
-    params = {
-        "workspace_id": workspace_id,
-        "document_id": document_id,
-        "version": version,
-        "model": model,
-    }
-    await db.execute(_REUSE_SQL, params)
+    await db.execute(_REUSE_SQL, _version(workspace_id, document_id, version, model))
     return await embedded(db, workspace_id, document_id, version, model)
 
 
 async def embedded(
     db: AsyncSession, workspace_id: uuid.UUID, document_id: uuid.UUID, version: int, model: str
 ) -> int:
-    params = {
-        "workspace_id": workspace_id,
-        "document_id": document_id,
-        "version": version,
-        "model": model,
-    }
+    params = _version(workspace_id, document_id, version, model)
     return int(await db.scalar(_COUNT_SQL, params) or 0)
 
 
@@ -124,14 +113,20 @@ async def missing(
     limit: int,
 ) -> list[tuple[int, str]]:
     """Up to `limit` chunks of `version` without a vector of `model`: (id, text), in order."""
-    params = {
+    params = _version(workspace_id, document_id, version, model) | {"limit": limit}
+    return [(int(row[0]), str(row[1])) for row in await db.execute(_MISSING_SQL, params)]
+
+
+def _version(
+    workspace_id: uuid.UUID, document_id: uuid.UUID, version: int, model: str
+) -> dict[str, Any]:
+    """The parameters naming one version of a document, and the model."""
+    return {
         "workspace_id": workspace_id,
         "document_id": document_id,
         "version": version,
         "model": model,
-        "limit": limit,
     }
-    return [(int(row[0]), str(row[1])) for row in await db.execute(_MISSING_SQL, params)]
 
 
 # -- search --------------------------------------------------------------------------------

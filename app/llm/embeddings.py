@@ -6,7 +6,7 @@ dot product is their cosine."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -49,8 +49,11 @@ class Embedder:
         return [unit(np.asarray(vector, dtype=np.float32)) for vector in embeddings.vectors]
 
 
-def build_embedder(settings: Settings, client: httpx.AsyncClient) -> Embedder | None:
-    """The configured embedder; None when EMBEDDINGS_BASE_URL is not set."""
+def build_embedder(
+    settings: Settings, client: httpx.AsyncClient, breakers: BreakerBoard, policy: RetryPolicy
+) -> Embedder | None:
+    """The configured embedder, sharing the registry's breakers and retry policy (a question's
+    embedding keeps to EMBEDDINGS_QUERY_TIMEOUT_SECONDS); None without EMBEDDINGS_BASE_URL."""
     if not settings.EMBEDDINGS_BASE_URL:
         return None
     key = settings.EMBEDDINGS_API_KEY
@@ -63,28 +66,20 @@ def build_embedder(settings: Settings, client: httpx.AsyncClient) -> Embedder | 
         timeout=settings.LLM_TIMEOUT,
         connect_timeout=settings.LLM_CONNECT_TIMEOUT,
     )
-    policy = RetryPolicy(
-        max_attempts=settings.LLM_MAX_ATTEMPTS,
-        base_delay=settings.LLM_RETRY_BASE_SECONDS,
-        max_delay=settings.LLM_RETRY_MAX_SECONDS,
-        total_timeout=settings.LLM_TOTAL_TIMEOUT,
+    query_policy = replace(
+        policy,
+        base_delay=min(policy.base_delay, 0.2),
+        max_delay=1.0,
+        total_timeout=settings.EMBEDDINGS_QUERY_TIMEOUT_SECONDS,
     )
     return Embedder(
         provider,
         settings.EMBEDDINGS_MODEL,
         settings.EMBEDDINGS_DIMENSIONS,
         settings.EMBEDDINGS_BATCH_SIZE,
-        BreakerBoard(
-            threshold=settings.LLM_BREAKER_THRESHOLD,
-            cooldown=settings.LLM_BREAKER_COOLDOWN_SECONDS,
-        ),
+        breakers,
         policy,
-        RetryPolicy(
-            max_attempts=settings.LLM_MAX_ATTEMPTS,
-            base_delay=min(settings.LLM_RETRY_BASE_SECONDS, 0.2),
-            max_delay=1.0,
-            total_timeout=settings.EMBEDDINGS_QUERY_TIMEOUT_SECONDS,
-        ),
+        query_policy,
     )
 
 

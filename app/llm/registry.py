@@ -75,21 +75,23 @@ def build_registry(
         )
     if settings.ENVIRONMENT == "development" or default == "echo":
         providers["echo"] = EchoProvider()
+    breakers = BreakerBoard(
+        threshold=settings.LLM_BREAKER_THRESHOLD,
+        cooldown=settings.LLM_BREAKER_COOLDOWN_SECONDS,
+    )
+    policy = RetryPolicy(
+        max_attempts=settings.LLM_MAX_ATTEMPTS,
+        base_delay=settings.LLM_RETRY_BASE_SECONDS,
+        max_delay=settings.LLM_RETRY_MAX_SECONDS,
+        total_timeout=settings.LLM_TOTAL_TIMEOUT,
+        first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
+    )
     return ProviderRegistry(
         providers,
         default_name=default,
         default_model=settings.default_model,
-        breakers=BreakerBoard(
-            threshold=settings.LLM_BREAKER_THRESHOLD,
-            cooldown=settings.LLM_BREAKER_COOLDOWN_SECONDS,
-        ),
-        policy=RetryPolicy(
-            max_attempts=settings.LLM_MAX_ATTEMPTS,
-            base_delay=settings.LLM_RETRY_BASE_SECONDS,
-            max_delay=settings.LLM_RETRY_MAX_SECONDS,
-            total_timeout=settings.LLM_TOTAL_TIMEOUT,
-            first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
-        ),
+        breakers=breakers,
+        policy=policy,
         metrics=metrics,
-        embedder=build_embedder(settings, http_client),
+        embedder=build_embedder(settings, http_client, breakers, policy),
     )

@@ -232,7 +232,8 @@ def test_the_vector_cache_keeps_the_recently_used_blocks_within_its_size() -> No
 
 def test_an_embedder_exists_only_with_a_base_url() -> None:
     client = httpx.AsyncClient()
-    assert embeddings.build_embedder(make_settings("sqlite://"), client) is None
+    shared = (BreakerBoard(threshold=5, cooldown=1), RetryPolicy())
+    assert embeddings.build_embedder(make_settings("sqlite://"), client, *shared) is None
     embedder = embeddings.build_embedder(
         make_settings(
             "sqlite://",
@@ -241,6 +242,7 @@ def test_an_embedder_exists_only_with_a_base_url() -> None:
             EMBEDDINGS_QUERY_TIMEOUT_SECONDS=2.5,
         ),
         client,
+        *shared,
     )
     assert embedder is not None and embedder.model == "m"
     assert embedder.query_policy.total_timeout == 2.5
