@@ -25,7 +25,9 @@ Figures:
   ready (the worker in the API process, default settings; or, with `--separate-worker [N]`,
   in N `python -m app.worker` processes beside it, as docker-compose runs them); when the
   last upload was accepted is reported too (`uploaded_seconds`): uploads and indexing share
-  the cores;
+  the cores. So is where the CPU went meanwhile (Linux's /proc): the API process, the worker
+  processes, the parsers (their children: the forkserver and one process per file), the bench,
+  and the whole machine (the rest of it is mostly Postgres);
 - retrieval latency p50/p95 (the whole `POST .../retrieve`, sequential) at 10,000 and 100,000
   chunks: the PDF project's chunks copied (documents and chunks, and on Postgres their term
   counts) into another project until it holds that many, then ANALYZE (as autovacuum would
@@ -34,6 +36,7 @@ Figures:
 
     .venv/bin/python -m tests.bench.retrieval
     .venv/bin/python -m tests.bench.retrieval --database-url sqlite --queries 100 --json
+    .venv/bin/python -m tests.bench.retrieval --indexing-only --separate-worker
 
 Postgres by default (a throwaway database `bench_<random>` on the server given); `sqlite`
 uses a file in the temporary directory.
@@ -535,9 +538,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             *("--no-access-log", "--loop", "uvloop", "--http", "httptools", "app.main:create_app"),
         ]
         processes.append(api_process := await spawn("api", command, env, workdir))
+        workers = []
         for n in range(args.separate_worker):
             worker = [sys.executable, "-m", "app.worker"]
-            processes.append(await spawn(f"worker-{n}", worker, env, workdir))
+            workers.append(await spawn(f"worker-{n}", worker, env, workdir))
+        processes += workers
         url = f"http://{HOST}:{port}"
         timeout = httpx.Timeout(120.0)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
@@ -556,6 +561,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             ids: dict[str, list[str]] = {}
             for kind, files in (("html", html_files), ("pdf", pdf_files)):
                 log(f"indexing {len(files)} {kind.upper()} documents")
+                roles = {"api": [api_process.pid], "workers": [w.pid for w in workers]}
+                cpu = process_seconds(roles)
+                cpu["bench"] = time.process_time()
+                cpu["machine"] = machine_busy_seconds()
                 began = time.perf_counter()
                 ids[kind] = await upload_all(api, projects[kind], files)
                 uploaded = time.perf_counter() - began
@@ -563,6 +572,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 seconds = time.perf_counter() - began
                 totals["seconds"] = round(seconds, 1)
                 totals["uploaded_seconds"] = round(uploaded, 1)  # all 202s by then
+                cpu = {r: c - cpu[r] for r, c in process_seconds(roles).items()} | {
+                    "bench": time.process_time() - cpu["bench"],
+                    "machine": machine_busy_seconds() - cpu["machine"],
+                }
+                totals["cpu_seconds"] = {r: round(c, 1) for r, c in cpu.items()}
                 if kind == "pdf":
                     totals["pages_per_second"] = round(totals["pages"] / seconds, 1)
                 if len(methods) > 1:
@@ -571,7 +585,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 indexing[kind] = totals
 
             figures: dict[str, Any] = {}
-            for method in methods:
+            for method in [] if args.indexing_only else methods:
                 for kind in ("html", "pdf"):
                     log(f"{len(queries)} {method} queries on the {kind.upper()} project")
                     results = [(await ask(api, projects[kind], q, method))[0] for q in queries]
@@ -580,7 +594,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     )
 
             latency: dict[str, Any] = {}
-            for scale in SCALES:
+            for scale in [] if args.indexing_only else SCALES:
                 held = await copy_chunks(database_url, projects["pdf"], projects["scale"], scale)
                 for method in methods:
                     if method == "semantic":
@@ -621,6 +635,50 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
+def process_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
+    """The CPU time (user and system) of each role's processes, and under `parsers` that of
+    all their descendants (the forkserver and the parser children it forked and reaped)."""
+    tree = {r: sum(cpu_seconds(p) for p in pids) for r, pids in roles.items()}
+    own = {r: sum(cpu_seconds(p, descendants=False) for p in pids) for r, pids in roles.items()}
+    return own | {"parsers": sum(tree[r] - own[r] for r in roles)}
+
+
+def cpu_seconds(root: int, *, descendants: bool = True) -> float:
+    """The CPU time (user and system) of a process, with (by default) its live descendants
+    and those they reaped; Linux's /proc."""
+    if not descendants:
+        return _stat_seconds(Path(f"/proc/{root}/stat").read_text(), reaped=False)
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
+        times[int(entry)] = _stat_seconds(stat, reaped=True)
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += times.get(pid, 0.0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _stat_seconds(stat: str, *, reaped: bool) -> float:
+    """utime and stime from a /proc/PID/stat line, and cutime and cstime if `reaped`."""
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command's name
+    return sum(int(f) for f in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """The machine's CPU time spent busy (not idle or waiting on I/O), over all its cores."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def log(message: str) -> None:
     print(f"[retrieval] {message}", file=sys.stderr, flush=True)
 
@@ -634,14 +692,18 @@ def print_report(result: dict[str, Any]) -> None:
     )
     if corpus["embeddings"]:
         print(f"Embeddings: {corpus['embeddings']}.\n")
-    print("| format | documents | ready | chunks | pages | seconds | pages/s | embedded s |")
-    print("| --- | --: | --: | --: | --: | --: | --: | --: |")
+    print(
+        "| format | documents | ready | chunks | pages | seconds | pages/s | embedded s "
+        "| CPU s: API, workers, parsers, bench, machine |"
+    )
+    print("| --- | --: | --: | --: | --: | --: | --: | --: | --- |")
     for kind in ("html", "pdf"):
         i = indexing[kind]
+        cpu = ", ".join(f"{c:g}" for c in i["cpu_seconds"].values())
         print(
             f"| {kind.upper()} | {i['documents']} | {i['ready']} | {i['chunks']} | "
             f"{i['pages'] or ''} | {i['seconds']} | {i.get('pages_per_second', '')} | "
-            f"{i.get('embedded_seconds', '')} |"
+            f"{i.get('embedded_seconds', '')} | {cpu} |"
         )
     print("\n| format, method | recall@1 | recall@5 | recall@10 | MRR@10 | page accuracy |")
     print("| --- | --: | --: | --: | --: | --: |")
@@ -674,6 +736,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=20261201)
     add("--timeout", type=float, default=3000.0, help="overall limit, seconds")
     add("--json", action="store_true")
+    add("--indexing-only", action="store_true", help="index, then stop: no queries, no latency")
     add("--keep-database", action="store_true", help="Postgres: leave it for a look")
     add(
         "--separate-worker",

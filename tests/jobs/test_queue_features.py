@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import literal, select, text
 
 from app.jobs import __main__ as jobs_cli
 from app.jobs.periodic import Periodic, schedule_period
@@ -97,6 +97,38 @@ async def test_a_dead_job_no_longer_holds_its_key(app: FastAPI) -> None:
 
     await _worker(app, {kind: JobKind(handler)}).run_until_idle()
     assert await _statuses(app, kind) == ["dead", "done"]
+
+
+async def test_the_claim_s_generic_plan_checks_the_key_s_older_jobs_through_the_partial_index(
+    app: FastAPI,
+) -> None:
+    """asyncpg prepares every statement and Postgres soon plans it generically, without the
+    parameters' values: the claim must still reach the partial index on unfinished ordered
+    jobs, or each claim scans every job of the key (a 38 ms claim with a few hundred queued)."""
+    async with app.state.sessionmaker() as db:
+        if db.bind.dialect.name != "postgresql":
+            pytest.skip("plans are Postgres's")
+        kind = f"test.{uuid.uuid4().hex[:8]}"
+        rows = [job_row(kind, {"n": n}, ordering_key=f"k{n % 300}") for n in range(3000)]
+        for row in rows[:2700]:
+            row["status"] = "done"
+        await enqueue_many(db, rows)
+        await db.commit()
+        await db.execute(text("ANALYZE jobs"))
+        peek, _ = _worker(app, {kind: JobKind(_noop)})._claim_statements(1)
+        state = peek.compile(dialect=db.bind.dialect).construct_expanded_state(
+            {"now": datetime.now(UTC)}
+        )
+        values = ", ".join(
+            str(literal(state.parameters[key]).compile(compile_kwargs={"literal_binds": True}))
+            for key in state.positiontup
+        )
+        await db.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        name = f"peek_{uuid.uuid4().hex[:8]}"
+        await db.execute(text(f"PREPARE {name} AS {state.statement}"))
+        plan = "\n".join((await db.execute(text(f"EXPLAIN EXECUTE {name}({values})"))).scalars())
+        await db.execute(text(f"DEALLOCATE {name}"))
+    assert "ix_jobs_ordering_key_created_at" in plan, plan
 
 
 async def test_a_periodic_job_is_enqueued_once_per_period_by_any_number_of_processes(
