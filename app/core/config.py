@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # Parsing runs in a child process with this much address space and time.
     KNOWLEDGE_PARSE_MEMORY_MB: int = Field(default=1024, ge=128)
     KNOWLEDGE_PARSE_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=3600)
+    # Files one parser process reads (of one workspace) before it is replaced; 1: a new
+    # process for every file.
+    KNOWLEDGE_PARSE_FILES_PER_PROCESS: int = Field(default=50, ge=1, le=10_000)
     KNOWLEDGE_CHUNK_MIN_CHARS: int = Field(default=600, ge=50)
     KNOWLEDGE_CHUNK_MAX_CHARS: int = Field(default=1600, ge=100)
     # Semantic search, optional: chunks are embedded by any OpenAI-compatible `/embeddings`

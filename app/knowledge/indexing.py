@@ -119,6 +119,8 @@ async def _index(
             max_pages=limits.max_pages,
             memory_mb=settings.KNOWLEDGE_PARSE_MEMORY_MB,
             timeout_seconds=settings.KNOWLEDGE_PARSE_TIMEOUT_SECONDS,
+            workspace=workspace_id,
+            files_per_process=settings.KNOWLEDGE_PARSE_FILES_PER_PROCESS,
         )
     text, chunks = await asyncio.to_thread(
         chunk, parsed, settings.KNOWLEDGE_CHUNK_MIN_CHARS, settings.KNOWLEDGE_CHUNK_MAX_CHARS

@@ -8,8 +8,10 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +125,73 @@ async def test_a_parser_that_runs_out_of_time_or_memory_fails_its_file(tmp_path:
         path, parsing.PDF, max_pages=10, memory_mb=1024, timeout_seconds=60
     )
     assert len(parsed.pages) == 3
+
+
+async def _parse(path: Path, workspace: str, **options: Any) -> list[str]:
+    values: dict[str, Any] = {"max_pages": 1000, "memory_mb": 512, "timeout_seconds": 60}
+    values |= {"workspace": workspace, "files_per_process": 3} | options
+    return (await runner.parse_in_child(path, parsing.PDF, **values)).pages
+
+
+def _parsers() -> list[tuple[object, int, int]]:
+    """The idle parser processes: their workspace, process id and files read."""
+    return [(p.workspace, p.process.pid or 0, p.served) for p in runner._idle]
+
+
+@pytest.fixture
+def no_idle_parsers() -> Iterator[None]:
+    for parser in runner._idle:
+        parser.close()
+    runner._idle.clear()
+    yield
+    for parser in runner._idle:
+        parser.close()
+    runner._idle.clear()
+
+
+async def test_a_parser_process_reads_several_files_of_one_workspace_only(
+    tmp_path: Path, no_idle_parsers: None
+) -> None:
+    path = _write(tmp_path, files.pdf(["some text"]))
+    assert await _parse(path, "a") == ["some text"]
+    [(workspace, pid, served)] = _parsers()
+    assert (workspace, served) == ("a", 1)
+    await _parse(path, "a")
+    assert _parsers() == [("a", pid, 2)]  # the same process
+    await _parse(path, "b")  # another workspace's file: another process
+    assert [(w, s) for w, _, s in _parsers()] == [("a", 2), ("b", 1)]
+    assert _parsers()[1][1] != pid
+    await _parse(path, "a")  # its third file: then it is replaced
+    assert [w for w, _, _ in _parsers()] == ["b"]
+    await _parse(path, "b", files_per_process=1)  # a new process, not kept
+    assert [(w, s) for w, _, s in _parsers()] == [("b", 1)]
+
+
+async def test_a_file_that_breaks_a_parser_that_read_others_is_read_again_alone(
+    tmp_path: Path, no_idle_parsers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+    start = runner._start
+
+    async def counted(workspace: object, memory_mb: int) -> Any:
+        started.append(memory_mb)
+        return await start(workspace, memory_mb)
+
+    monkeypatch.setattr(runner, "_start", counted)
+    small = _write(tmp_path, files.pdf(["some text"]), "small.pdf")
+    assert await _parse(small, "a", memory_mb=24) == ["some text"]
+    big = _write(tmp_path, files.pdf(["word " * 600] * 450), "big.pdf")  # as above
+    with pytest.raises(ParseError) as starved:
+        await _parse(big, "a", memory_mb=24)
+    assert starved.value.code == "invalid_file"
+    # The small file's process read the big one first, and died; then a new one, alone.
+    assert len(started) == 2
+    assert _parsers() == []  # neither out-of-memory process is kept
+    # Out of time: the process (mid-file) is ended, and the next file gets a new one.
+    with pytest.raises(ParseError):
+        await _parse(small, "a", timeout_seconds=0)
+    assert _parsers() == []
+    assert await _parse(small, "a") == ["some text"]
 
 
 MAIN_SCRIPT = """
