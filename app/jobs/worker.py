@@ -185,7 +185,8 @@ class Worker:
         The statuses are SQL literals, not parameters: asyncpg prepares each statement, and
         Postgres soon switches a prepared statement to its generic plan, which cannot use the
         partial index on unfinished ordered jobs when the status is a parameter; the ordering
-        check then scans every job of the key (38 ms a claim with 300 queued, not 3 ms)."""
+        check then reads the key's every job (73 ms a claim with 300 documents queued, where
+        the custom plan took 3)."""
         jobs = JOBS.c
         now = bindparam("now", type_=jobs.run_at.type)
         older = JOBS.alias("older").c
