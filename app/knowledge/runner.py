@@ -37,7 +37,7 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 # them): in each child they cost more than the fork, 25 ms for PDFium and 180 for python-docx.
 _CONTEXT.set_forkserver_preload(["app.knowledge.runner", "pypdfium2", "selectolax.lexbor", "docx"])
 PROCESS_NAME = "knowledge-parser"
-MAX_IDLE = 8  # parsers kept between files, in all
+MAX_IDLE = 4  # parsers kept between files, in all (as many as a worker runs jobs by default)
 IDLE_SECONDS = 30.0  # a parser unused for this long is ended
 _preparation = spawn.get_preparation_data
 
