@@ -130,9 +130,7 @@ async def parse_in_child(
 
 
 def _take(workspace: object, memory_mb: int) -> _Parser | None:
-    """An idle parser of the workspace (the most recently used), if any; parsers idle for
-    longer than IDLE_SECONDS are ended meanwhile."""
-    _end_idle()
+    """An idle parser of the workspace (the most recently used), if any."""
     for parser in reversed(_idle):
         if parser.workspace == workspace and parser.memory_mb == memory_mb:
             _idle.remove(parser)
@@ -149,6 +147,7 @@ def _give_back(parser: _Parser) -> None:
 
 
 def _end_idle() -> None:
+    """Ends the parsers idle for longer than IDLE_SECONDS."""
     now = time.monotonic()
     for parser in [p for p in _idle if now - p.idle_since > IDLE_SECONDS]:
         _idle.remove(parser)

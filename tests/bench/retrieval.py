@@ -652,19 +652,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def process_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
     """The CPU time (user and system) of each role's processes, and under `parsers` that of
-    all their descendants (the forkserver and the parser children it forked and reaped)."""
-    tree = {r: sum(cpu_seconds(p) for p in pids) for r, pids in roles.items()}
-    own = {r: sum(cpu_seconds(p, descendants=False) for p in pids) for r, pids in roles.items()}
-    return own | {"parsers": sum(tree[r] - own[r] for r in roles)}
-
-
-def cpu_seconds(root: int, *, descendants: bool = True) -> float:
-    """The CPU time (user and system) of a process, with (by default) its live descendants
-    and those they reaped; Linux's /proc."""
-    if not descendants:
-        return _stat_seconds(Path(f"/proc/{root}/stat").read_text(), reaped=False)
+    all their descendants, live or reaped (the forkserver and the parser processes); one
+    reading of Linux's /proc."""
     children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
+    own: dict[int, float] = {}
+    reaped: dict[int, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -672,20 +664,21 @@ def cpu_seconds(root: int, *, descendants: bool = True) -> float:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue  # gone meanwhile
-        children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
-        times[int(entry)] = _stat_seconds(stat, reaped=True)
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
-def _stat_seconds(stat: str, *, reaped: bool) -> float:
-    """utime and stime from a /proc/PID/stat line, and cutime and cstime if `reaped`."""
-    fields = stat[stat.rindex(")") + 2 :].split()  # after the command's name
-    return sum(int(f) for f in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the command's name
+        pid, tick = int(entry), os.sysconf("SC_CLK_TCK")
+        children.setdefault(int(fields[1]), []).append(pid)
+        own[pid] = (int(fields[11]) + int(fields[12])) / tick
+        reaped[pid] = (int(fields[13]) + int(fields[14])) / tick
+    seconds = {r: sum(own.get(p, 0.0) for p in pids) for r, pids in roles.items()}
+    descendants = 0.0
+    for pid in (p for pids in roles.values() for p in pids):
+        descendants += reaped.get(pid, 0.0)
+        stack = list(children.get(pid, []))
+        while stack:
+            child = stack.pop()
+            descendants += own.get(child, 0.0) + reaped.get(child, 0.0)
+            stack.extend(children.get(child, []))
+    return seconds | {"parsers": descendants}
 
 
 def machine_busy_seconds() -> float:
