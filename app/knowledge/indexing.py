@@ -17,23 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.driver import transaction
+from app.core.db import engine_of
+from app.core.driver import Prebuilt, run, transaction
 from app.core.outbound import OutboundAddressRefused
 from app.core.types import utcnow
-from app.events.recorder import record
+from app.events.recorder import record, wake_relay
 from app.jobs.queue import enqueue
 from app.jobs.worker import JobKind, JobRun
 from app.knowledge import search, vectors
@@ -73,7 +75,7 @@ def index_job(
             await _fail(maker, job.workspace_id, document_id, "server_error", STOPPED)
             return
         try:
-            await _index(settings, maker, client, job.workspace_id, document_id)
+            await _index(settings, maker, client, job, document_id)
         except ParseError as exc:
             await _fail(maker, job.workspace_id, document_id, exc.code, exc.message)
         except Exception:
@@ -88,28 +90,21 @@ async def _index(
     settings: Settings,
     maker: async_sessionmaker[AsyncSession],
     client: httpx.AsyncClient,
-    workspace_id: uuid.UUID,
+    job: JobRun,
     document_id: uuid.UUID,
 ) -> None:
+    assert job.workspace_id is not None  # noqa: S101 - enqueued with the document's
+    workspace_id = job.workspace_id
+    postgres = engine_of(maker).dialect.name == "postgresql"
     with tempfile.TemporaryDirectory(prefix="kb-") as directory:
         path = Path(directory) / "document"
-        async with transaction(maker) as db:
-            document = await _document(db, workspace_id, document_id)
-            if document is None or document.status not in (
-                DocumentStatus.QUEUED,
-                DocumentStatus.INDEXING,
-            ):
-                return  # deleted, or indexed already
-            document.status = DocumentStatus.INDEXING
-            mime_type, source_url = document.mime_type, document.source_url
-            knowledge = await db.scalar(
-                select(Project.knowledge).where(
-                    Project.workspace_id == workspace_id, Project.id == document.project_id
-                )
-            )
-            limits = limits_of(settings, knowledge)
-            if source_url is None:  # the stored bytes, in the same transaction
-                await _write_file(db, workspace_id, document_id, path)
+        begun = await (_begin_postgres if postgres else _begin)(
+            maker, workspace_id, document_id, path
+        )
+        if begun is None:
+            return  # deleted, or indexed already
+        mime_type, source_url, knowledge = begun
+        limits = limits_of(settings, knowledge)
         if source_url is not None:  # fetched now, and kept like an upload
             mime_type = await _download(client, source_url, path, limits.max_file_bytes)
             await _store_file(maker, workspace_id, document_id, path, mime_type)
@@ -137,8 +132,86 @@ async def _index(
             f"{settings.KNOWLEDGE_MAX_CHARS}.",
         )
     model = settings.EMBEDDINGS_MODEL if settings.EMBEDDINGS_BASE_URL else None
+    if postgres:
+        await _swap_postgres(maker, job, document_id, chunks, len(text), parsed, model)
+        return
     async with transaction(maker) as db:
         await _swap(db, workspace_id, document_id, chunks, len(text), parsed, model)
+
+
+Begun = tuple[str, str | None, dict[str, Any] | None]  # the type, the URL, project settings
+
+
+async def _begin(
+    maker: async_sessionmaker[AsyncSession],
+    workspace_id: uuid.UUID,
+    document_id: uuid.UUID,
+    path: Path,
+) -> Begun | None:
+    """The document becomes `indexing`, and its stored bytes (if it has no URL) are written to
+    `path`, in one transaction; None if it is gone or no longer to be indexed."""
+    async with transaction(maker) as db:
+        document = await _document(db, workspace_id, document_id)
+        if document is None or document.status not in (
+            DocumentStatus.QUEUED,
+            DocumentStatus.INDEXING,
+        ):
+            return None
+        document.status = DocumentStatus.INDEXING
+        knowledge = await db.scalar(
+            select(Project.knowledge).where(
+                Project.workspace_id == workspace_id, Project.id == document.project_id
+            )
+        )
+        if document.source_url is None:
+            await _write_file(db, workspace_id, document_id, path)
+        return document.mime_type, document.source_url, knowledge
+
+
+# Postgres: `_begin` in one statement, which also returns the file's first part (a file of
+# one part, as most are, needs nothing more).
+_BEGIN = Prebuilt(
+    text(
+        """
+WITH doc AS (
+    UPDATE kb_documents SET status = 'indexing', updated_at = :now
+    WHERE workspace_id = :workspace_id AND id = :document_id
+        AND status IN ('queued', 'indexing')
+    RETURNING project_id, mime_type, source_url
+)
+SELECT doc.mime_type, doc.source_url, CAST(p.knowledge AS text) AS knowledge,
+    (SELECT count(*) FROM kb_file_parts AS f
+        WHERE f.workspace_id = :workspace_id AND f.document_id = :document_id) AS parts,
+    (SELECT f.content FROM kb_file_parts AS f
+        WHERE f.workspace_id = :workspace_id AND f.document_id = :document_id AND f.part = 0
+            AND doc.source_url IS NULL) AS first_part
+FROM doc JOIN projects AS p ON p.id = doc.project_id AND p.workspace_id = :workspace_id
+"""
+    )
+)
+
+
+async def _begin_postgres(
+    maker: async_sessionmaker[AsyncSession],
+    workspace_id: uuid.UUID,
+    document_id: uuid.UUID,
+    path: Path,
+) -> Begun | None:
+    params = {"workspace_id": workspace_id, "document_id": document_id, "now": utcnow()}
+    async with engine_of(maker).connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        rows = await run(connection, _BEGIN, params)
+    if not rows:
+        return None
+    row = rows[0]
+    knowledge = None if row["knowledge"] is None else json.loads(row["knowledge"])
+    if row["source_url"] is None:
+        if row["parts"] <= 1:
+            path.write_bytes(row["first_part"] or b"")  # noqa: ASYNC240 - 1 MiB at most
+        else:  # every part in one statement, so all of one version of the file
+            async with transaction(maker) as db:
+                await _write_file(db, workspace_id, document_id, path)
+    return row["mime_type"], row["source_url"], knowledge
 
 
 async def _swap(
@@ -155,9 +228,6 @@ async def _swap(
     if document is None or document.status != DocumentStatus.INDEXING:
         return  # deleted (or retried) while it was being parsed
     version = document.index_version + 1
-    condition = (KnowledgeChunk.workspace_id == workspace_id) & (
-        KnowledgeChunk.document_id == document_id
-    )
     if chunks:  # Core's executemany: the ORM's bulk insert costs more than the database does
         await db.execute(
             insert(CHUNKS),
@@ -180,24 +250,14 @@ async def _swap(
                 for piece in chunks
             ],
         )
-    await search.count_terms(db, workspace_id, document_id, keep=version)
     document.chunks_embedded = 0
-    if model is not None and chunks:
-        document.chunks_embedded = await vectors.reuse(
-            db, workspace_id, document_id, version, model
+    if model is not None:
+        document.chunks_embedded = await _embed_from(
+            db, workspace_id, document_id, version, model, len(chunks)
         )
-        if document.chunks_embedded < len(chunks):
-            await enqueue(
-                db,
-                EMBED_KIND,
-                {"document_id": str(document_id), "version": version},
-                workspace_id=workspace_id,
-                ordering_key=f"document:{document_id}",
-                max_attempts=5,
-            )
     # The old version (and any other) goes in the same transaction: retrieval sees one or the
     # other, never both.
-    await db.execute(delete(KnowledgeChunk).where(condition, KnowledgeChunk.version != version))
+    await search.swap_out(db, workspace_id, document.project_id, document_id, keep=version)
     document.index_version = version
     document.status = DocumentStatus.READY
     document.error_code = document.error_message = None
@@ -220,6 +280,144 @@ async def _swap(
         subject=str(document_id),
     )
     logger.info("document indexed document_id=%s chunks=%d", document_id, len(chunks))
+
+
+# Postgres: the swap in one statement. The document (if still `indexing`) takes its next
+# version and is `ready`; that version's chunks are inserted (from arrays: one row each),
+# every older chunk is deleted, `kb_terms` moves by both, the event is written, and the job is
+# recorded done (JobRun.done_sql): one round trip, its own transaction. With an embedding model
+# the old chunks must outlive the new ones' insert (their vectors are reused by content hash):
+# the statement then leaves them, and their terms, to `search.swap_out` in its transaction.
+_SWAP_SQL = """
+WITH doc AS (
+    UPDATE kb_documents SET index_version = index_version + 1, status = 'ready',
+        error_code = NULL, error_message = NULL, chunk_count = :chunk_count,
+        char_count = :char_count, page_count = :page_count, chunks_embedded = 0,
+        indexed_at = :now, updated_at = :now
+    WHERE workspace_id = :workspace_id AND id = :document_id AND status = 'indexing'
+    RETURNING id, project_id, index_version, title
+), new AS (
+    INSERT INTO kb_chunks (public_id, workspace_id, project_id, document_id, version,
+        position, text, content_hash, char_start, char_end, page_start, page_end, heading)
+    SELECT gen_random_uuid(), :workspace_id, doc.project_id, doc.id, doc.index_version, c.*
+    FROM doc, unnest(CAST(:positions AS integer[]), CAST(:texts AS text[]),
+        CAST(:hashes AS text[]), CAST(:starts AS integer[]), CAST(:ends AS integer[]),
+        CAST(:page_starts AS integer[]), CAST(:page_ends AS integer[]),
+        CAST(:headings AS text[])) AS c
+    RETURNING tsv
+), {terms}
+event AS (
+    INSERT INTO events (id, workspace_id, project_id, type, subject, data, created_at)
+    SELECT :event_id, :workspace_id, doc.project_id, 'document.indexed', CAST(:subject AS text),
+        json_build_object('id', CAST(:subject AS text), 'project_id', doc.project_id,
+            'title', doc.title, 'chunk_count', CAST(:chunk_count AS integer),
+            'page_count', CAST(:page_count AS integer)),
+        :now
+    FROM doc
+), finished AS ({done})
+SELECT index_version, project_id FROM doc
+"""
+_SWAP_TERMS = """gone AS (
+    DELETE FROM kb_chunks AS c USING doc
+    WHERE c.workspace_id = :workspace_id AND c.document_id = doc.id
+    RETURNING c.tsv
+), changes AS (
+    SELECT tsv, 1 AS delta FROM new UNION ALL SELECT tsv, -1 FROM gone
+), {move_terms},
+""".replace("{move_terms}", search.MOVE_TERMS.strip())
+_SWAPS = {
+    whole: Prebuilt(
+        text(
+            _SWAP_SQL.replace("{terms}", _SWAP_TERMS if whole else "")
+            .replace("{changes}", "changes")
+            .replace("{project_id}", "(SELECT project_id FROM doc)")
+            .replace("{done}", JobRun.done_sql())
+        )
+    )
+    for whole in (True, False)
+}
+
+
+async def _swap_postgres(
+    maker: async_sessionmaker[AsyncSession],
+    job: JobRun,
+    document_id: uuid.UUID,
+    chunks: list[Chunk],
+    characters: int,
+    parsed: Parsed,
+    model: str | None,
+) -> None:
+    assert job.workspace_id is not None  # noqa: S101 - enqueued with the document's
+    workspace_id = job.workspace_id
+    params: dict[str, Any] = {
+        "workspace_id": workspace_id,
+        "document_id": document_id,
+        "chunk_count": len(chunks),
+        "char_count": characters,
+        "page_count": len(parsed.pages) if parsed.paged else None,
+        "now": utcnow(),
+        "positions": [piece.position for piece in chunks],
+        "texts": [piece.text for piece in chunks],
+        "hashes": [piece.content_hash for piece in chunks],
+        "starts": [piece.char_start for piece in chunks],
+        "ends": [piece.char_end for piece in chunks],
+        "page_starts": [piece.page_start for piece in chunks],
+        "page_ends": [piece.page_end for piece in chunks],
+        "headings": [piece.heading for piece in chunks],
+        "event_id": uuid.uuid4(),
+        "subject": str(document_id),
+    } | job.done_params()
+    if model is None:
+        async with engine_of(maker).connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            rows = await run(connection, _SWAPS[True], params)
+    else:
+        async with transaction(maker) as db:
+            rows = await run(await db.connection(), _SWAPS[False], params)
+            if rows:
+                version, project_id = rows[0]["index_version"], rows[0]["project_id"]
+                embedded = await _embed_from(
+                    db, workspace_id, document_id, version, model, len(chunks)
+                )
+                if embedded:
+                    await db.execute(
+                        update(KnowledgeDocument)
+                        .where(
+                            KnowledgeDocument.workspace_id == workspace_id,
+                            KnowledgeDocument.id == document_id,
+                        )
+                        .values(chunks_embedded=embedded)
+                    )
+                await search.swap_out(db, workspace_id, project_id, document_id, keep=version)
+    job.recorded()
+    if rows:
+        wake_relay(maker)
+        logger.info("document indexed document_id=%s chunks=%d", document_id, len(chunks))
+
+
+async def _embed_from(
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    document_id: uuid.UUID,
+    version: int,
+    model: str,
+    chunks: int,
+) -> int:
+    """A new version's chunks take the vectors of the old version's unchanged ones, and the
+    rest are left to `knowledge.embed` (enqueued in the same transaction); how many have one."""
+    if not chunks:
+        return 0
+    embedded = await vectors.reuse(db, workspace_id, document_id, version, model)
+    if embedded < chunks:
+        await enqueue(
+            db,
+            EMBED_KIND,
+            {"document_id": str(document_id), "version": version},
+            workspace_id=workspace_id,
+            ordering_key=f"document:{document_id}",
+            max_attempts=5,
+        )
+    return embedded
 
 
 def embed_job(

@@ -15,8 +15,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy import Integer, Uuid, bindparam, delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import KnowledgeChunk
 
 MAX_TERMS = 32
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -158,40 +160,73 @@ ORDER BY score DESC, c.id LIMIT :limit
     .replace("{cap}", str(CANDIDATE_CAP))
 )
 
-# Postgres: keep `kb_terms` in step with a document's chunks. `:keep` is the version that
-# stays (its lexemes count +1 a chunk), every other version of the document is about to be
-# deleted (-1); None: the whole document goes. Terms are written in order, so two documents
-# of a project indexed at once lock their shared terms in the same order (no deadlock).
-_TERMS_SQL = text(
+# Postgres: keep `kb_terms` in step with the chunks, in the statement that writes or deletes
+# them. `{changes}` is a relation of (tsv, delta): +1 for a chunk added, -1 for one deleted;
+# each of its lexemes moves by the sum (a lexeme in as many chunks as before is not written).
+# Terms are written in order, so two documents of a project indexed at once lock their shared
+# terms in the same order (no deadlock); in the "C" collation, as the column is (migration
+# 0015: compared byte by byte).
+MOVE_TERMS = """
+moved AS (
+    SELECT u.term COLLATE "C" AS term, sum(v.delta) AS delta
+    FROM {changes} AS v, unnest(tsvector_to_array(v.tsv)) AS u(term)
+    GROUP BY 1 HAVING sum(v.delta) <> 0
+), counted AS (
+    INSERT INTO kb_terms (project_id, term, workspace_id, chunks)
+    SELECT {project_id}, m.term, :workspace_id, m.delta FROM moved AS m ORDER BY m.term
+    ON CONFLICT (project_id, term) DO UPDATE SET chunks = kb_terms.chunks + excluded.chunks
+)"""
+
+# Every version of a document's chunks but `:keep` (all of them for NULL) is deleted, and the
+# chunks of `:keep` (not counted yet) are counted: the whole document's effect on `kb_terms`
+# in one ordered pass.
+_SWAP_OUT_SQL = text(
     """
-INSERT INTO kb_terms (project_id, term, workspace_id, chunks)
-SELECT c.project_id, t.lexeme, c.workspace_id,
-    sum(CASE WHEN c.version = :keep THEN 1 ELSE -1 END)
-FROM kb_chunks AS c, unnest(c.tsv) AS t
-WHERE c.workspace_id = :workspace_id AND c.document_id = :document_id
-GROUP BY c.project_id, c.workspace_id, t.lexeme
-ORDER BY t.lexeme
-ON CONFLICT (project_id, term) DO UPDATE SET chunks = kb_terms.chunks + excluded.chunks
-"""
+WITH gone AS (
+    DELETE FROM kb_chunks WHERE workspace_id = :workspace_id AND document_id = :document_id
+        AND version IS DISTINCT FROM :keep
+    RETURNING tsv
+), changes AS (
+    SELECT tsv, -1 AS delta FROM gone
+    UNION ALL
+    SELECT tsv, 1 FROM kb_chunks
+    WHERE workspace_id = :workspace_id AND document_id = :document_id AND version = :keep
+), {move_terms}
+SELECT count(*) FROM gone
+""".replace("{move_terms}", MOVE_TERMS.strip())
+    .replace("{changes}", "changes")
+    .replace("{project_id}", ":project_id")
 )
 
 _UUIDS = (bindparam("workspace_id", type_=Uuid()), bindparam("project_id", type_=Uuid()))
 _SQLITE = _SQLITE_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
 _POSTGRES = _POSTGRES_SQL.bindparams(*_UUIDS).columns(public_id=Uuid(), document_id=Uuid())
-_TERMS = _TERMS_SQL.bindparams(
-    bindparam("workspace_id", type_=Uuid()), bindparam("document_id", type_=Uuid())
+_SWAP_OUT = _SWAP_OUT_SQL.bindparams(
+    *_UUIDS, bindparam("document_id", type_=Uuid()), bindparam("keep", type_=Integer())
 )
 
 
-async def count_terms(
-    db: AsyncSession, workspace_id: uuid.UUID, document_id: uuid.UUID, keep: int | None
+async def swap_out(
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    project_id: uuid.UUID,
+    document_id: uuid.UUID,
+    keep: int | None,
 ) -> None:
-    """Before a document's chunks of every version but `keep` are deleted (all of them for
-    None): its lexemes' chunk counts move by the difference (Postgres; SQLite's FTS5 keeps
-    its own)."""
+    """Delete the document's chunks of every version but `keep` (all of them for None), with
+    their keyword index rows: SQLite's by trigger; on Postgres, in the same statement, the
+    deleted chunks' lexemes are counted out of `kb_terms` and those of `keep`'s (written
+    since, and not counted yet) in."""
     if db.get_bind().dialect.name == "postgresql":
-        params = {"workspace_id": workspace_id, "document_id": document_id, "keep": keep}
-        await db.execute(_TERMS, params)
+        params = {"workspace_id": workspace_id, "project_id": project_id, "keep": keep}
+        await db.execute(_SWAP_OUT, params | {"document_id": document_id})
+        return
+    condition = (KnowledgeChunk.workspace_id == workspace_id) & (
+        KnowledgeChunk.document_id == document_id
+    )
+    if keep is not None:
+        condition &= KnowledgeChunk.version != keep
+    await db.execute(delete(KnowledgeChunk).where(condition))
 
 
 @dataclass(frozen=True)

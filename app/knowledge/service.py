@@ -233,12 +233,8 @@ class KnowledgeService:
     async def delete(self, project_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Gone at once: its chunks (and their keyword index rows) go in this transaction."""
         document = await self.get(project_id, document_id)
-        await search.count_terms(self.session, self.workspace_id, document.id, keep=None)
-        await self.session.execute(
-            delete(KnowledgeChunk).where(
-                KnowledgeChunk.workspace_id == self.workspace_id,
-                KnowledgeChunk.document_id == document.id,
-            )
+        await search.swap_out(
+            self.session, self.workspace_id, document.project_id, document.id, keep=None
         )
         record(
             self.session,

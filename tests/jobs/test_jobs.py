@@ -89,6 +89,47 @@ async def test_give_up_is_dead_at_once_and_retry_later_waits(app: FastAPI) -> No
     assert waiting.status == "queued" and waiting.run_at > utcnow() + timedelta(minutes=59)
 
 
+async def test_a_handler_can_record_its_job_done_with_its_own_change(app: FastAPI) -> None:
+    """`done_statement` in the handler's transaction: the job is done exactly when the change
+    commits, and the worker writes nothing after it (finished_at stays the handler's); a
+    failure after that commit does not run the job again."""
+    kind, failing = f"test.{uuid.uuid4().hex[:8]}", f"test.{uuid.uuid4().hex[:8]}"
+    async with app.state.sessionmaker() as db:
+        await enqueue(db, kind, {}, max_attempts=3)
+        await enqueue(db, failing, {}, max_attempts=3)
+        await db.commit()
+    stamps: dict[str, Any] = {}
+
+    async def handler(run: JobRun) -> None:
+        params = run.done_params()
+        stamps[run.kind] = params["job_now"]
+        async with app.state.sessionmaker() as db:
+            changed = await db.execute(run.done_statement(), params)
+            await db.commit()
+        assert changed.rowcount == 1
+        run.recorded()
+        if run.kind == failing:
+            raise RuntimeError("after the commit")
+
+    worker = _worker(app, {kind: JobKind(handler), failing: JobKind(handler)})
+    written: list[tuple[str, str]] = []
+    finish = worker._finish
+
+    async def spy(run: JobRun, outcome: str, error: str | None, retry_in: float) -> None:
+        written.append((run.kind, outcome))
+        await finish(run, outcome, error, retry_in)
+
+    worker._finish = spy  # type: ignore[method-assign,assignment]
+    assert await worker.run_until_idle() == 2
+    # Only the failure is written, and it changes nothing: the lease went with the commit.
+    assert written == [(failing, "retry")]
+    assert await worker.run_until_idle() == 0  # neither is due again
+    for name in (kind, failing):
+        (job,) = await _jobs(app, name)
+        assert (job.status, job.attempts, job.locked_by, job.last_error) == ("done", 1, None, None)
+        assert job.finished_at == stamps[name]
+
+
 async def test_a_job_whose_worker_died_runs_again_after_its_lease(app: FastAPI) -> None:
     kind = f"test.{uuid.uuid4().hex[:8]}"
     async with app.state.sessionmaker() as db:
