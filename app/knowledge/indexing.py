@@ -11,7 +11,13 @@ and the last attempt fails it with `server_error`, so no document stays `indexin
 With an embedding model (EMBEDDINGS_*), the swap also gives the new version the vectors of its
 unchanged chunks, and enqueues `knowledge.embed` (in the same transaction) for the rest: the
 document is `ready` for keyword search at once, and found by meaning as its chunks are
-embedded (`chunks_embedded`)."""
+embedded (`chunks_embedded`).
+
+On Postgres a job costs two round trips besides the parse: one statement claims the document
+and reads its file (`_BEGIN`), and one swaps the version in (`_SWAP_SQL`): the chunks, the old
+version's deletion, the `kb_terms` counts, the `document.indexed` event and the job's own
+`done`, all one statement and so one transaction. SQLite takes the same steps through the
+ORM, in one transaction each."""
 
 from __future__ import annotations
 
