@@ -1,11 +1,16 @@
-"""Upload, wait for indexing, retrieve."""
+"""Upload, wait for indexing, retrieve; what the database holds of a document's chunks."""
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from app.models import KnowledgeChunk
 from tests import factories
 from tests.waiting import until
 
@@ -65,3 +70,15 @@ async def chunks(
     )
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
+
+
+async def stored_versions(app: FastAPI, document_id: str) -> Counter[int]:
+    """How many chunk rows the database holds of each of the document's versions, whatever
+    retrieval would serve (it reads the current version only)."""
+    async with app.state.sessionmaker() as db:
+        rows = await db.execute(
+            select(KnowledgeChunk.version, func.count())
+            .where(KnowledgeChunk.document_id == uuid.UUID(document_id))
+            .group_by(KnowledgeChunk.version)
+        )
+        return Counter({version: count for version, count in rows})

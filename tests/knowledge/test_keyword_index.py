@@ -16,7 +16,7 @@ from sqlalchemy import text
 from app.knowledge.service import PART_BYTES
 from tests import factories
 from tests.knowledge import files
-from tests.knowledge.helpers import retrieve, settled, upload
+from tests.knowledge.helpers import retrieve, settled, stored_versions, upload
 
 
 async def test_a_file_of_several_parts_is_indexed_whole(
@@ -97,5 +97,7 @@ async def test_term_counts_follow_documents_indexed_at_once_replaced_and_deleted
     assert deleted.status_code == 204
     stored, served = await _terms(app, pid)
     assert served["impel"] == 1 and stored == served
+    assert await stored_versions(app, ids[1]) == {}  # the old rows are gone, not just unserved
+    assert list(await stored_versions(app, ids[0])) == [2]
     [hit] = await retrieve(client, owner, pid, "impeller bronze", top_k=1)
     assert hit["document"]["id"] == ids[0]

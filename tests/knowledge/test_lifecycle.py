@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from tests import factories
 from tests.knowledge import files
-from tests.knowledge.helpers import chunks, retrieve, settled, upload
+from tests.knowledge.helpers import chunks, retrieve, settled, stored_versions, upload
 
 
 async def test_a_disabled_document_is_kept_but_not_retrieved(
@@ -91,6 +91,8 @@ async def test_a_replaced_file_is_swapped_in_whole_and_the_old_chunks_are_gone(
     assert document["status"] == "ready" and document["sha256"] != first["sha256"]
     new = await chunks(client, owner, pid, first["id"])
     assert {c["id"] for c in new}.isdisjoint(old)
+    # Deleted, not merely unserved: the database keeps the new version's rows alone.
+    assert await stored_versions(app, first["id"]) == {2: len(new)}
     assert await retrieve(client, owner, pid, "basic euros") == []
     [hit] = await retrieve(client, owner, pid, "premium dollars")
     assert hit["chunk"]["id"] in {c["id"] for c in new}
