@@ -17,7 +17,7 @@ On Postgres a job costs two round trips besides the parse: one statement claims 
 and reads its file (`_BEGIN`), and one swaps the version in (`_SWAP_SQL`): the chunks, the old
 version's deletion, the `kb_terms` counts, the `document.indexed` event and the job's own
 `done`, all one statement and so one transaction. SQLite takes the same steps through the
-ORM, in one transaction each."""
+ORM, a transaction each for the claim and the swap; the worker then records the job done."""
 
 from __future__ import annotations
 
