@@ -13,11 +13,14 @@ unchanged chunks, and enqueues `knowledge.embed` (in the same transaction) for t
 document is `ready` for keyword search at once, and found by meaning as its chunks are
 embedded (`chunks_embedded`).
 
-On Postgres a job costs two round trips besides the parse: one statement claims the document
-and reads its file (`_BEGIN`), and one swaps the version in (`_SWAP_SQL`): the chunks, the old
-version's deletion, the `kb_terms` counts, the `document.indexed` event and the job's own
-`done`, all one statement and so one transaction. SQLite takes the same steps through the
-ORM, a transaction each for the claim and the swap; the worker then records the job done."""
+On Postgres, for a file of one stored part (most) and without an embedding model, a job costs
+two statements besides its claim and the parse: one claims the document and reads its file
+(`_BEGIN`), and one swaps the version in (`_SWAP_SQL`): the chunks, the old version's deletion,
+the `kb_terms` counts, the `document.indexed` event and the job's own `done`, all one
+statement and so one transaction. A file of more parts is read in a transaction of its own;
+with a model, the swap and the vectors' reuse share one transaction. SQLite takes the same
+steps through the ORM, a transaction each for the claim and the swap; the worker then records
+the job done."""
 
 from __future__ import annotations
 
